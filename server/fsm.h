@@ -1,0 +1,218 @@
+/* The lock table: a pure, deterministic state machine.
+ *
+ * No clock, no I/O, no raft. Every replica applies the same batches in the
+ * same order and ends in the same state. Time enters only through the
+ * leader-stamped `now_ms` of each batch (cluster time, never decreasing
+ * inside the FSM) and the Raft index passed with it.
+ *
+ * Commands and batches are the protobuf messages of proto/tenure.proto
+ * (Tn__Command, Tn__Batch); decoding and encoding live in command.c. Statuses
+ * are the wire enum values (TN__STATUS__*). */
+#ifndef TN_FSM_H_
+#define TN_FSM_H_
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tenure.pb-c.h"
+
+/* Configuration of the state machine. Must be identical on every replica
+ * (the values become part of the replicated behaviour). */
+struct fsm_config
+{
+    uint32_t min_ttl_ms;       /* session TTLs are clamped to [min, max] */
+    uint32_t max_ttl_ms;
+    uint32_t max_lock_delay_ms;/* per-request lock-delay is capped to this */
+    uint32_t max_wait_ms;      /* acquire wait_ms is capped to this */
+    uint32_t tombstones;       /* how many ended tokens are remembered */
+    uint32_t client_ttl_ms;    /* idle exactly-once client entries expire */
+    uint32_t client_window;    /* replies remembered per client id */
+};
+
+/* Fill @c with the defaults (min 1000 ms, max 300000 ms, lock-delay cap
+ * 60000 ms, wait cap 300000 ms, 65536 tombstones, client ttl 600000 ms,
+ * window 64). */
+void fsmConfigDefaults(struct fsm_config *c);
+
+/* The outcome of one command. Strings point into the FSM and are valid only
+ * until the next call that mutates it. */
+struct fsm_result
+{
+    int status;              /* TN__STATUS__* */
+    bool replayed;           /* answered from the exactly-once reply table */
+    bool queued;             /* acquire is waiting; the answer comes later as
+                                an FSM_EVENT_WAIT_DONE with the same
+                                (client_id, seq) */
+    uint64_t session;        /* session opened / used */
+    uint64_t epoch;          /* session epoch after this command */
+    uint32_t ttl_ms;         /* granted TTL */
+    uint64_t token;          /* granted (or renewed / released) token */
+    uint64_t generation;     /* per-resource grant counter */
+    int mode;                /* TN__LOCK_MODE__* */
+    /* HELD / LOCK_DELAY / TOKEN_MISMATCH: who is in the way. */
+    uint64_t holder_session;
+    const char *holder;      /* holder name, NUL-terminated, or NULL */
+    uint64_t holder_token;
+    uint64_t acquired_at_ms; /* cluster time of the holder's grant */
+    uint32_t holder_ttl_ms;
+    uint32_t queue_len;
+    uint64_t lock_delay_until_ms;
+    const char *message;     /* static detail string for errors, or NULL */
+};
+
+enum fsm_event_type {
+    FSM_EVENT_SESSION_OPEN = 1, /* session, epoch, ttl_ms */
+    FSM_EVENT_SESSION_RENEW,    /* session, epoch, ttl_ms (logged renewal) */
+    FSM_EVENT_SESSION_END,      /* session (closed, expired, last lock gone) */
+    FSM_EVENT_WAIT_DONE,        /* client_id, seq, result: a queued acquire
+                                   was granted, ran out of time or ended */
+    FSM_EVENT_LOCK_CHANGE,      /* resource: state changed (for watches) */
+};
+
+struct fsm_event
+{
+    enum fsm_event_type type;
+    uint64_t index;             /* Raft index of the entry being applied */
+    uint64_t session;
+    uint64_t epoch;
+    uint32_t ttl_ms;
+    uint64_t client_id;
+    uint64_t seq;
+    const struct fsm_result *result;
+    const char *resource;
+    size_t resource_len;
+};
+
+/* Called synchronously from fsmApply for each event, in order. Must not call
+ * back into the FSM's mutating functions. */
+typedef void (*fsm_event_cb)(void *data, const struct fsm_event *event);
+
+struct fsm_impl; /* private */
+
+struct fsm
+{
+    struct fsm_config config;
+    void *data;              /* passed to event_cb */
+    fsm_event_cb event_cb;   /* may be NULL */
+    struct fsm_impl *impl;   /* owned */
+};
+
+/* Returns 0, or TN__STATUS__INTERNAL when out of memory. */
+int fsmInit(struct fsm *f, const struct fsm_config *config);
+void fsmClose(struct fsm *f);
+
+/* Apply one batch committed at Raft @index. Writes one result per command
+ * into @results (batch->n_commands entries). Never fails: a malformed
+ * command gets INVALID_ARGUMENT. Fencing tokens granted by this entry are
+ * max(last_token + 1, index << 16), so they are unique, strictly increasing
+ * and identical on every replica. */
+void fsmApply(struct fsm *f,
+              uint64_t index,
+              const Tn__Batch *batch,
+              struct fsm_result *results);
+
+/* Cluster time (ms) and the highest leader term seen in applied batches. */
+uint64_t fsmNow(const struct fsm *f);
+uint64_t fsmTerm(const struct fsm *f);
+/* Index of the last applied entry (0 if none). */
+uint64_t fsmIndex(const struct fsm *f);
+
+/* The earliest cluster time at which a Tick would change something (a
+ * queued waiter runs out of time, a lock-delay ends with waiters queued), or
+ * UINT64_MAX. The leader proposes a Tick once its clock passes it. */
+uint64_t fsmNextDeadline(const struct fsm *f);
+
+/* Read views. */
+struct fsm_session_view
+{
+    uint64_t id;
+    uint64_t epoch;
+    uint32_t ttl_ms;
+    const char *holder;
+    uint64_t created_at_ms;
+    uint32_t n_locks;
+};
+
+/* Returns false if there is no such session. */
+bool fsmSessionGet(const struct fsm *f,
+                   uint64_t id,
+                   struct fsm_session_view *out);
+
+/* Calls @cb for each live session (in id order); stops if cb returns
+ * non-zero. */
+void fsmSessionForEach(const struct fsm *f,
+                       int (*cb)(void *data,
+                                 const struct fsm_session_view *s),
+                       void *data);
+
+struct fsm_holder_view
+{
+    uint64_t session;
+    const char *holder;
+    uint64_t token;
+    uint64_t acquired_at_ms;
+    uint32_t ttl_ms;
+};
+
+struct fsm_lock_view
+{
+    const char *resource;
+    size_t resource_len;
+    int mode;                  /* TN__LOCK_MODE__* of the current holders */
+    uint32_t permits;
+    uint64_t generation;
+    uint64_t last_token;       /* highest token ever granted on it */
+    uint32_t n_holders;
+    const struct fsm_holder_view *holders; /* valid until the next apply */
+    uint32_t queue_len;
+    uint64_t lock_delay_until_ms;
+    uint64_t modified_index;   /* Raft index of the last change */
+};
+
+/* Returns false if the resource has no holders, no waiters and no active
+ * lock-delay (it is free and unknown). */
+bool fsmLockGet(const struct fsm *f,
+                const char *resource,
+                size_t len,
+                struct fsm_lock_view *out);
+
+/* Calls @cb for each resource whose name starts with @prefix, in byte
+ * order; stops if cb returns non-zero. */
+void fsmLockForEach(const struct fsm *f,
+                    const char *prefix,
+                    size_t prefix_len,
+                    int (*cb)(void *data, const struct fsm_lock_view *l),
+                    void *data);
+
+/* Member addresses recorded through MemberInfo commands. */
+bool fsmMemberGet(const struct fsm *f,
+                  uint64_t id,
+                  const char **rpc_address,
+                  const char **http_address);
+
+/* Counters for metrics. */
+struct fsm_stats
+{
+    uint64_t sessions;
+    uint64_t locks_held;        /* held (resource, holder) pairs */
+    uint64_t waiters;
+    uint64_t grants;
+    uint64_t releases;
+    uint64_t expiries;          /* sessions expired */
+    uint64_t lock_delay_hits;
+    uint64_t conflicts;
+    uint64_t late_requests;     /* renew/release after the lease expired */
+};
+void fsmStats(const struct fsm *f, struct fsm_stats *out);
+
+/* Serialize the whole state into a malloc'ed buffer. Returns 0 or
+ * TN__STATUS__INTERNAL (out of memory). */
+int fsmSnapshot(const struct fsm *f, void **buf, size_t *len);
+
+/* Replace the state with a snapshot. On any malformed input returns
+ * TN__STATUS__INVALID_ARGUMENT and leaves the FSM unchanged; never crashes.
+ * Does not take ownership of @buf. */
+int fsmRestore(struct fsm *f, const void *buf, size_t len);
+
+#endif /* TN_FSM_H_ */
