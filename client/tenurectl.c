@@ -1,0 +1,5 @@
+/* tenurectl: placeholder until the CLI lands. */
+int main(void)
+{
+    return 2;
+}

@@ -1,0 +1,105 @@
+/* Framing of the client <-> daemon protocol. */
+#include "frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int tn_frame_encode(const ProtobufCMessage *msg,
+                    size_t max,
+                    uint8_t **out,
+                    size_t *out_len)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf;
+
+    if (n > max || n > UINT32_MAX) {
+        return TN_FRAME_TOO_BIG;
+    }
+    buf = malloc(TN_FRAME_HEADER + n);
+    if (buf == NULL) {
+        return TN_FRAME_NOMEM;
+    }
+    buf[0] = (uint8_t)(n >> 24);
+    buf[1] = (uint8_t)(n >> 16);
+    buf[2] = (uint8_t)(n >> 8);
+    buf[3] = (uint8_t)n;
+    protobuf_c_message_pack(msg, buf + TN_FRAME_HEADER);
+    *out = buf;
+    *out_len = TN_FRAME_HEADER + n;
+    return TN_FRAME_OK;
+}
+
+void tn_frame_reader_init(struct tn_frame_reader *r, size_t max)
+{
+    memset(r, 0, sizeof *r);
+    r->max = max;
+}
+
+void tn_frame_reader_close(struct tn_frame_reader *r)
+{
+    free(r->buf);
+    memset(r, 0, sizeof *r);
+}
+
+static uint32_t frameLength(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+           (uint32_t)p[3];
+}
+
+int tn_frame_reader_feed(struct tn_frame_reader *r,
+                         const void *data,
+                         size_t len)
+{
+    size_t live = r->len - r->off;
+
+    /* Compact: move the unconsumed bytes to the front. */
+    if (r->off > 0) {
+        memmove(r->buf, r->buf + r->off, live);
+        r->len = live;
+        r->off = 0;
+    }
+    if (r->len + len > r->cap) {
+        size_t cap = r->cap ? r->cap : 4096;
+        uint8_t *b;
+        while (cap < r->len + len) {
+            cap *= 2;
+        }
+        b = realloc(r->buf, cap);
+        if (b == NULL) {
+            return TN_FRAME_NOMEM;
+        }
+        r->buf = b;
+        r->cap = cap;
+    }
+    memcpy(r->buf + r->len, data, len);
+    r->len += len;
+    if (r->len - r->off >= TN_FRAME_HEADER &&
+        frameLength(r->buf + r->off) > r->max) {
+        return TN_FRAME_TOO_BIG;
+    }
+    return TN_FRAME_OK;
+}
+
+int tn_frame_reader_next(struct tn_frame_reader *r,
+                         const uint8_t **payload,
+                         size_t *len)
+{
+    size_t live = r->len - r->off;
+    uint32_t n;
+
+    if (live < TN_FRAME_HEADER) {
+        return 0;
+    }
+    n = frameLength(r->buf + r->off);
+    if (n > r->max) {
+        return TN_FRAME_TOO_BIG;
+    }
+    if (live - TN_FRAME_HEADER < n) {
+        return 0;
+    }
+    *payload = r->buf + r->off + TN_FRAME_HEADER;
+    *len = n;
+    r->off += TN_FRAME_HEADER + n;
+    return 1;
+}

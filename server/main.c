@@ -1,0 +1,5 @@
+/* tenured: placeholder. */
+int main(void)
+{
+    return 2;
+}
