@@ -1,0 +1,650 @@
+/* The raft adapter: every raft_* call of the daemon lives in this file. */
+#include "raft_adapter.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+
+#include "command.h"
+#include "lib/log.h"
+
+#if RAFT_VERSION_NUMBER < 2201
+#error "tenure needs libraft >= 0.22.1 (bookworm-backports); 0.15.0 loses data"
+#endif
+
+struct adapter
+{
+    uv_loop_t *loop;
+    struct fsm *fsm;
+    struct adapter_hooks hooks;
+    uint64_t id;
+    unsigned election_timeout;
+
+    /* Transport: `outer` is what raft sees; it forwards to the stock TCP
+     * transport `inner` and sets TCP_NODELAY on every stream. */
+    struct raft_uv_transport inner;
+    struct raft_uv_transport outer;
+    raft_uv_accept_cb accept_cb;
+    raft_uv_transport_close_cb transport_close_cb;
+
+    struct raft_io io;
+    struct raft_fsm raft_fsm;
+    struct raft raft;
+
+    uv_prepare_t poll; /* notices role/leader/term changes */
+    int last_state;
+    raft_id last_leader;
+    raft_term last_term;
+
+    bool closing;
+    void (*close_cb)(void *data);
+    void *close_data;
+};
+
+/* A raft request plus its owner. */
+struct adapterRequest
+{
+    union {
+        struct raft_apply apply;
+        struct raft_barrier barrier;
+    };
+    struct adapter *a;
+    struct adapter_propose *owner;
+};
+
+/* ------------------------------------------------------------ transport */
+
+struct adapterConnect
+{
+    struct raft_uv_connect req; /* handed to the inner transport */
+    struct raft_uv_connect *outer_req;
+};
+
+static void adapterNoDelay(struct uv_stream_s *stream)
+{
+    if (stream != NULL && stream->type == UV_TCP) {
+        uv_tcp_nodelay((uv_tcp_t *)stream, 1);
+    }
+}
+
+static int transportInit(struct raft_uv_transport *t,
+                         raft_id id,
+                         const char *address)
+{
+    struct adapter *a = t->data;
+    return a->inner.init(&a->inner, id, address);
+}
+
+static void transportAcceptCb(struct raft_uv_transport *t,
+                              raft_id id,
+                              const char *address,
+                              struct uv_stream_s *stream)
+{
+    struct adapter *a = t->data;
+    adapterNoDelay(stream);
+    a->accept_cb(&a->outer, id, address, stream);
+}
+
+static int transportListen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
+{
+    struct adapter *a = t->data;
+    a->accept_cb = cb;
+    return a->inner.listen(&a->inner, transportAcceptCb);
+}
+
+static void transportConnectCb(struct raft_uv_connect *req,
+                               struct uv_stream_s *stream,
+                               int status)
+{
+    struct adapterConnect *c = req->data;
+    struct raft_uv_connect *outer_req = c->outer_req;
+    free(c);
+    if (status == 0) {
+        adapterNoDelay(stream);
+    }
+    outer_req->cb(outer_req, stream, status);
+}
+
+static int transportConnect(struct raft_uv_transport *t,
+                            struct raft_uv_connect *req,
+                            raft_id id,
+                            const char *address,
+                            raft_uv_connect_cb cb)
+{
+    struct adapter *a = t->data;
+    struct adapterConnect *c = calloc(1, sizeof *c);
+    int rv;
+
+    if (c == NULL) {
+        return RAFT_NOMEM;
+    }
+    req->cb = cb;
+    c->outer_req = req;
+    c->req.data = c;
+    rv = a->inner.connect(&a->inner, &c->req, id, address, transportConnectCb);
+    if (rv != 0) {
+        free(c);
+    }
+    return rv;
+}
+
+static void transportInnerCloseCb(struct raft_uv_transport *t)
+{
+    struct adapter *a = t->data;
+    if (a->transport_close_cb != NULL) {
+        a->transport_close_cb(&a->outer);
+    }
+}
+
+static void transportClose(struct raft_uv_transport *t,
+                           raft_uv_transport_close_cb cb)
+{
+    struct adapter *a = t->data;
+    a->transport_close_cb = cb;
+    a->inner.close(&a->inner, transportInnerCloseCb);
+}
+
+/* ------------------------------------------------------------------ fsm */
+
+static int fsmApplyCb(struct raft_fsm *rf,
+                      const struct raft_buffer *buf,
+                      void **result)
+{
+    struct adapter *a = rf->data;
+    uint64_t index = raft_last_applied(&a->raft) + 1;
+    Tn__Batch *batch = NULL;
+    Tn__Batch empty = TN__BATCH__INIT;
+    struct fsm_result stack_results[16];
+    struct fsm_result *results = stack_results;
+    size_t n;
+
+    *result = NULL;
+    if (commandDecode(buf->base, buf->len, &batch) != 0) {
+        /* Every replica holds the same bytes, so every replica skips the
+         * same entry: the state stays identical. */
+        tnErrorf("\"undecodable log entry skipped\" index=%llu len=%zu",
+                 (unsigned long long)index, buf->len);
+        fsmApply(a->fsm, index, &empty, NULL);
+        return 0;
+    }
+    n = batch->n_commands;
+    if (n > sizeof stack_results / sizeof stack_results[0]) {
+        results = calloc(n, sizeof *results);
+        if (results == NULL) {
+            /* Out of memory while applying: we must not skip the entry
+             * (replicas would diverge) nor return an error (raft would
+             * retry forever). Fail-stop. */
+            tnErrorf("\"out of memory applying entry\" index=%llu",
+                     (unsigned long long)index);
+            abort();
+        }
+    } else {
+        memset(results, 0, n * sizeof *results);
+    }
+    fsmApply(a->fsm, index, batch, results);
+    if (a->hooks.applied != NULL) {
+        a->hooks.applied(a->hooks.data, index, batch, results);
+    }
+    if (results != stack_results) {
+        free(results);
+    }
+    commandFree(batch);
+    return 0;
+}
+
+static int fsmSnapshotCb(struct raft_fsm *rf,
+                         struct raft_buffer *bufs[],
+                         unsigned *n_bufs)
+{
+    struct adapter *a = rf->data;
+    void *data;
+    size_t len;
+    struct raft_buffer *b;
+
+    if (fsmSnapshot(a->fsm, &data, &len) != 0) {
+        return RAFT_NOMEM;
+    }
+    b = raft_malloc(sizeof *b);
+    if (b == NULL) {
+        free(data);
+        return RAFT_NOMEM;
+    }
+    b->base = raft_malloc(len > 0 ? len : 1);
+    if (b->base == NULL) {
+        raft_free(b);
+        free(data);
+        return RAFT_NOMEM;
+    }
+    memcpy(b->base, data, len);
+    b->len = len;
+    free(data);
+    *bufs = b;
+    *n_bufs = 1;
+    tnInfof("\"snapshot taken\" index=%llu bytes=%zu",
+            (unsigned long long)fsmIndex(a->fsm), len);
+    return 0;
+}
+
+static int fsmRestoreCb(struct raft_fsm *rf, struct raft_buffer *buf)
+{
+    struct adapter *a = rf->data;
+    int rv = fsmRestore(a->fsm, buf->base, buf->len);
+
+    if (rv != 0) {
+        tnErrorf("\"snapshot rejected: corrupt or from an incompatible "
+                 "version; refusing to continue with lost state\" bytes=%zu",
+                 buf->len);
+        return RAFT_MALFORMED;
+    }
+    tnInfof("\"snapshot restored\" index=%llu bytes=%zu",
+            (unsigned long long)fsmIndex(a->fsm), buf->len);
+    raft_free(buf->base);
+    return 0;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+static void pollCb(uv_prepare_t *handle)
+{
+    struct adapter *a = handle->data;
+    int state;
+    raft_id leader;
+    const char *address;
+    raft_term term;
+
+    if (a->closing) {
+        return;
+    }
+    state = (int)raft_state(&a->raft);
+    raft_leader(&a->raft, &leader, &address);
+    term = raft_current_term(&a->raft);
+    if (state == a->last_state && leader == a->last_leader &&
+        term == a->last_term) {
+        return;
+    }
+    if (term != a->last_term) {
+        tnLogSetTerm(term);
+    }
+    if (state != a->last_state) {
+        tnInfof("\"role changed\" role=%s leader=%llu",
+                raft_state_name(state), (unsigned long long)leader);
+    }
+    a->last_state = state;
+    a->last_leader = leader;
+    a->last_term = term;
+    if (a->hooks.changed != NULL) {
+        a->hooks.changed(a->hooks.data);
+    }
+}
+
+int adapterStart(struct adapter **out,
+                 uv_loop_t *loop,
+                 struct fsm *fsm,
+                 const struct adapter_config *config,
+                 const struct adapter_hooks *hooks,
+                 char *errmsg,
+                 size_t errmsg_len)
+{
+    struct adapter *a = calloc(1, sizeof *a);
+    unsigned threshold;
+    int rv;
+
+    if (a == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return RAFT_NOMEM;
+    }
+    a->loop = loop;
+    a->fsm = fsm;
+    a->hooks = *hooks;
+    a->id = config->id;
+    a->election_timeout =
+        config->election_timeout_ms ? config->election_timeout_ms : 300;
+
+    /* 0.22.1 rejects version 0: set it before init, on both transports. */
+    a->inner.version = 1;
+    rv = raft_uv_tcp_init(&a->inner, loop);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_uv_tcp_init(): %s",
+                 raft_strerror(rv));
+        goto err;
+    }
+    a->inner.data = a;
+    a->outer.version = 1;
+    a->outer.data = a;
+    a->outer.init = transportInit;
+    a->outer.listen = transportListen;
+    a->outer.connect = transportConnect;
+    a->outer.close = transportClose;
+
+    rv = raft_uv_init(&a->io, loop, config->dir, &a->outer);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_uv_init(%s): %s", config->dir,
+                 a->io.errmsg[0] ? a->io.errmsg : raft_strerror(rv));
+        goto err_after_tcp;
+    }
+    /* With auto-recovery on, a corrupt segment is silently renamed away and
+     * committed entries can be lost. Off, the node refuses to start. */
+    raft_uv_set_auto_recovery(&a->io, false);
+
+    a->raft_fsm.version = 1;
+    a->raft_fsm.data = a;
+    a->raft_fsm.apply = fsmApplyCb;
+    a->raft_fsm.snapshot = fsmSnapshotCb;
+    a->raft_fsm.restore = fsmRestoreCb;
+
+    rv = raft_init(&a->raft, &a->io, &a->raft_fsm, config->id,
+                   config->raft_address);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_init(): %s",
+                 raft_errmsg(&a->raft));
+        goto err_after_io;
+    }
+    a->raft.tracer = NULL;
+    raft_set_pre_vote(&a->raft, true);
+    raft_set_election_timeout(&a->raft, a->election_timeout);
+    raft_set_heartbeat_timeout(&a->raft,
+                               config->heartbeat_ms ? config->heartbeat_ms : 30);
+    raft_set_max_inflight_entries(&a->raft, 1024);
+    threshold = config->snapshot_threshold;
+    if (threshold == 0) {
+        /* Staggered per node so that followers rarely snapshot while an
+         * InstallSnapshot arrives (a known 0.22.1 crash). */
+        threshold = 16384 + (unsigned)(config->id % 8) * 16384 / 3;
+    }
+    raft_set_snapshot_threshold(&a->raft, threshold);
+    raft_set_snapshot_trailing(&a->raft, config->snapshot_trailing
+                                             ? config->snapshot_trailing
+                                             : threshold);
+
+    if (config->n_initial > 0) {
+        struct raft_configuration conf;
+        raft_configuration_init(&conf);
+        for (unsigned i = 0; i < config->n_initial; i++) {
+            rv = raft_configuration_add(&conf, config->initial_ids[i],
+                                        config->initial_addresses[i],
+                                        RAFT_VOTER);
+            if (rv != 0) {
+                raft_configuration_close(&conf);
+                snprintf(errmsg, errmsg_len,
+                         "initial cluster member %llu (%s): %s",
+                         (unsigned long long)config->initial_ids[i],
+                         config->initial_addresses[i], raft_strerror(rv));
+                goto err_after_raft;
+            }
+        }
+        rv = raft_bootstrap(&a->raft, &conf);
+        raft_configuration_close(&conf);
+        if (rv == 0) {
+            tnInfof("\"bootstrapped new cluster\" voters=%u",
+                    config->n_initial);
+        } else if (rv != RAFT_CANTBOOTSTRAP) {
+            snprintf(errmsg, errmsg_len, "raft_bootstrap(): %s",
+                     raft_errmsg(&a->raft));
+            goto err_after_raft;
+        }
+    }
+
+    rv = raft_start(&a->raft);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_start(): %s (%s)",
+                 raft_errmsg(&a->raft), raft_strerror(rv));
+        goto err_after_raft;
+    }
+
+    uv_prepare_init(loop, &a->poll);
+    a->poll.data = a;
+    uv_prepare_start(&a->poll, pollCb);
+    a->last_state = -1;
+    *out = a;
+    return 0;
+
+err_after_raft:
+    /* raft_init succeeded: the instance must be closed asynchronously.
+     * Startup errors are fatal for the process, so leaking is fine. */
+    return rv ? rv : RAFT_INVALID;
+err_after_io:
+    raft_uv_close(&a->io);
+err_after_tcp:
+    raft_uv_tcp_close(&a->inner);
+err:
+    free(a);
+    return rv ? rv : RAFT_INVALID;
+}
+
+static void adapterPollCloseCb(uv_handle_t *h)
+{
+    struct adapter *a = h->data;
+    void (*cb)(void *) = a->close_cb;
+    void *data = a->close_data;
+    free(a);
+    if (cb != NULL) {
+        cb(data);
+    }
+}
+
+static void raftCloseCb(struct raft *r)
+{
+    struct adapter *a = r->data;
+    raft_uv_close(&a->io);
+    raft_uv_tcp_close(&a->inner);
+    uv_close((uv_handle_t *)&a->poll, adapterPollCloseCb);
+}
+
+void adapterClose(struct adapter *a, void (*cb)(void *data), void *data)
+{
+    a->closing = true;
+    a->close_cb = cb;
+    a->close_data = data;
+    uv_prepare_stop(&a->poll);
+    a->raft.data = a;
+    raft_close(&a->raft, raftCloseCb);
+}
+
+/* ---------------------------------------------------------------- state */
+
+enum adapter_role adapterRole(struct adapter *a)
+{
+    switch (raft_state(&a->raft)) {
+        case RAFT_FOLLOWER:
+            return ADAPTER_FOLLOWER;
+        case RAFT_CANDIDATE:
+            return ADAPTER_CANDIDATE;
+        case RAFT_LEADER:
+            return ADAPTER_LEADER;
+        default:
+            return ADAPTER_UNAVAILABLE;
+    }
+}
+
+uint64_t adapterLeader(struct adapter *a, const char **raft_address)
+{
+    raft_id id;
+    const char *address;
+    raft_leader(&a->raft, &id, &address);
+    if (raft_address != NULL) {
+        *raft_address = address;
+    }
+    return id;
+}
+
+uint64_t adapterTerm(struct adapter *a)
+{
+    return raft_current_term(&a->raft);
+}
+
+uint64_t adapterCommitIndex(struct adapter *a)
+{
+    return raft_commit_index(&a->raft);
+}
+
+uint64_t adapterAppliedIndex(struct adapter *a)
+{
+    return raft_last_applied(&a->raft);
+}
+
+unsigned adapterElectionTimeout(struct adapter *a)
+{
+    return a->election_timeout;
+}
+
+unsigned adapterMembers(struct adapter *a,
+                        struct adapter_member *out,
+                        unsigned max)
+{
+    /* There is no accessor for the configuration in 0.22.1; this module is
+     * the one place that may read the struct. */
+    const struct raft_configuration *c = &a->raft.configuration;
+    for (unsigned i = 0; i < c->n && i < max; i++) {
+        out[i].id = c->servers[i].id;
+        out[i].address = c->servers[i].address;
+        switch (c->servers[i].role) {
+            case RAFT_VOTER:
+                out[i].role = "voter";
+                break;
+            case RAFT_STANDBY:
+                out[i].role = "standby";
+                break;
+            default:
+                out[i].role = "spare";
+                break;
+        }
+    }
+    return c->n;
+}
+
+/* ------------------------------------------------------------- proposals */
+
+static int adapterStatus(int rv)
+{
+    switch (rv) {
+        case 0:
+            return 0;
+        case RAFT_NOTLEADER:
+            return TN__STATUS__NOT_LEADER;
+        case RAFT_NOSPACE:
+            return TN__STATUS__NO_SPACE;
+        default:
+            return TN__STATUS__COMMIT_UNKNOWN;
+    }
+}
+
+static void applyCb(struct raft_apply *req, int status, void *result)
+{
+    struct adapterRequest *r = req->data;
+    struct adapter_propose *owner = r->owner;
+    (void)result;
+    if (status != 0 && status != RAFT_NOTLEADER &&
+        status != RAFT_LEADERSHIPLOST && status != RAFT_SHUTDOWN) {
+        tnWarnf("\"apply failed\" error=\"%s\"", raft_strerror(status));
+    }
+    free(r);
+    owner->cb(owner, adapterStatus(status));
+}
+
+int adapterPropose(struct adapter *a,
+                   struct adapter_propose *req,
+                   const Tn__Batch *batch,
+                   adapter_propose_cb cb)
+{
+    struct adapterRequest *r;
+    struct raft_buffer buf;
+    void *base;
+    size_t len;
+    int rv;
+
+    if (a->closing) {
+        return TN__STATUS__NOT_LEADER;
+    }
+    if (raft_state(&a->raft) != RAFT_LEADER) {
+        return TN__STATUS__NOT_LEADER;
+    }
+    r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return TN__STATUS__INTERNAL;
+    }
+    if (commandEncode(batch, raft_malloc, &base, &len) != 0) {
+        free(r);
+        return TN__STATUS__INTERNAL;
+    }
+    buf.base = base;
+    buf.len = len;
+    r->a = a;
+    r->owner = req;
+    r->apply.data = r;
+    req->cb = cb;
+    req->priv = r;
+    rv = raft_apply(&a->raft, &r->apply, &buf, 1, applyCb);
+    if (rv != 0) {
+        if (rv == RAFT_NOTLEADER || rv == RAFT_NOSPACE) {
+            raft_free(base);
+            free(r);
+            return adapterStatus(rv);
+        }
+        /* The I/O stage may own the buffer already: freeing it could
+         * double-free, keeping it leaves a phantom entry. Fail-stop. */
+        tnErrorf("\"raft_apply failed; stopping\" error=\"%s\"",
+                 raft_strerror(rv));
+        abort();
+    }
+    return 0;
+}
+
+static void barrierCb(struct raft_barrier *req, int status)
+{
+    struct adapterRequest *r = req->data;
+    struct adapter_propose *owner = r->owner;
+    free(r);
+    owner->cb(owner, adapterStatus(status));
+}
+
+int adapterBarrier(struct adapter *a,
+                   struct adapter_propose *req,
+                   adapter_propose_cb cb)
+{
+    struct adapterRequest *r;
+    int rv;
+
+    if (a->closing || raft_state(&a->raft) != RAFT_LEADER) {
+        return TN__STATUS__NOT_LEADER;
+    }
+    r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return TN__STATUS__INTERNAL;
+    }
+    r->a = a;
+    r->owner = req;
+    r->barrier.data = r;
+    req->cb = cb;
+    req->priv = r;
+    rv = raft_barrier(&a->raft, &r->barrier, barrierCb);
+    if (rv != 0) {
+        free(r);
+        return adapterStatus(rv);
+    }
+    return 0;
+}
+
+static void transferCb(struct raft_transfer *req)
+{
+    free(req);
+}
+
+int adapterTransfer(struct adapter *a, uint64_t id)
+{
+    struct raft_transfer *req = calloc(1, sizeof *req);
+    int rv;
+    if (req == NULL) {
+        return TN__STATUS__INTERNAL;
+    }
+    /* The request is freed when the transfer completes. */
+    rv = raft_transfer(&a->raft, req, id, transferCb);
+    if (rv != 0) {
+        free(req);
+        return adapterStatus(rv);
+    }
+    return 0;
+}

@@ -1,0 +1,122 @@
+/* The raft adapter: the only module that calls raft_* functions.
+ *
+ * It owns the raft instance, its libuv I/O and a TCP transport wrapped to
+ * set TCP_NODELAY on every connection, and it feeds committed entries to the
+ * pure state machine (fsm.c) through the command codec (command.c).
+ *
+ * Rules from shared/RAFT-NOTES.md that this module enforces:
+ *   - libraft >= 0.22.1, auto-recovery off, pre-vote, 300/30 ms timeouts,
+ *     1024 in-flight entries, staggered snapshot thresholds >= 16384;
+ *   - one 8-byte-padded raft_malloc buffer per raft_apply;
+ *   - on a raft_apply error the buffer is freed only for RAFT_NOTLEADER and
+ *     RAFT_NOSPACE; any other error is fatal (fail-stop);
+ *   - apply never returns non-zero. */
+#ifndef TN_RAFT_ADAPTER_H_
+#define TN_RAFT_ADAPTER_H_
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "fsm.h"
+#include "tenure.pb-c.h"
+
+struct adapter;
+
+/* Roles as seen by the rest of the daemon. */
+enum adapter_role {
+    ADAPTER_UNAVAILABLE = 0,
+    ADAPTER_FOLLOWER,
+    ADAPTER_CANDIDATE,
+    ADAPTER_LEADER
+};
+
+struct adapter_hooks
+{
+    void *data;
+    /* A batch was applied at @index; @results has one entry per command.
+     * Called on every node, from inside the raft apply callback. */
+    void (*applied)(void *data,
+                    uint64_t index,
+                    const Tn__Batch *batch,
+                    const struct fsm_result *results);
+    /* Role, leader or term changed (polled once per loop iteration). */
+    void (*changed)(void *data);
+};
+
+struct adapter_config
+{
+    uint64_t id;
+    const char *raft_address;   /* host:port this node listens on */
+    const char *dir;            /* data directory (must exist) */
+    /* Initial voters, used only on first boot: ids[i] at addresses[i]. */
+    unsigned n_initial;
+    const uint64_t *initial_ids;
+    const char *const *initial_addresses;
+    unsigned election_timeout_ms; /* default 300 */
+    unsigned heartbeat_ms;        /* default 30 */
+    unsigned snapshot_threshold;  /* default 16384 + id * 16384 / 3 */
+    unsigned snapshot_trailing;   /* default = threshold */
+};
+
+/* Create and start raft on @loop. On error returns non-zero and writes a
+ * message into @errmsg. */
+int adapterStart(struct adapter **out,
+                 uv_loop_t *loop,
+                 struct fsm *fsm,
+                 const struct adapter_config *config,
+                 const struct adapter_hooks *hooks,
+                 char *errmsg,
+                 size_t errmsg_len);
+
+/* Close raft; @cb fires once every handle is closed and @a is freed. */
+void adapterClose(struct adapter *a, void (*cb)(void *data), void *data);
+
+enum adapter_role adapterRole(struct adapter *a);
+uint64_t adapterLeader(struct adapter *a, const char **raft_address);
+uint64_t adapterTerm(struct adapter *a);
+uint64_t adapterCommitIndex(struct adapter *a);
+uint64_t adapterAppliedIndex(struct adapter *a);
+unsigned adapterElectionTimeout(struct adapter *a);
+
+/* Members of the current configuration. */
+struct adapter_member
+{
+    uint64_t id;
+    const char *address;
+    const char *role;            /* "voter", "standby", "spare" */
+};
+/* Fills up to @max members; returns how many there are. */
+unsigned adapterMembers(struct adapter *a,
+                        struct adapter_member *out,
+                        unsigned max);
+
+/* Propose @batch. @cb fires once: status 0 after it was applied (the
+ * applied hook has already run for it), TN__STATUS__NOT_LEADER if it was
+ * refused before being appended, TN__STATUS__NO_SPACE if the disk is full,
+ * or TN__STATUS__COMMIT_UNKNOWN when the outcome is unknown (leadership
+ * lost, I/O error: the entry may still commit). Returns non-zero (same
+ * codes) if the proposal was refused at once; then cb never fires. */
+struct adapter_propose;
+typedef void (*adapter_propose_cb)(struct adapter_propose *req, int status);
+struct adapter_propose
+{
+    void *data;
+    adapter_propose_cb cb;
+    void *priv; /* private */
+};
+int adapterPropose(struct adapter *a,
+                   struct adapter_propose *req,
+                   const Tn__Batch *batch,
+                   adapter_propose_cb cb);
+
+/* Append a barrier; cb(status) as for adapterPropose. */
+int adapterBarrier(struct adapter *a,
+                   struct adapter_propose *req,
+                   adapter_propose_cb cb);
+
+/* Hand leadership to @id (0: the most up-to-date voter). */
+int adapterTransfer(struct adapter *a, uint64_t id);
+
+#endif /* TN_RAFT_ADAPTER_H_ */
