@@ -42,7 +42,9 @@ struct dispatch_req
     tn_queue queue;
     int state;
     uint64_t started_ns;
-    uint64_t deadline_ms;
+    uint64_t client_id;     /* exactly-once identity used for this request */
+    uint64_t seq;
+    bool cancel;
     void *priv;
 };
 

@@ -1,0 +1,1658 @@
+/* The dispatch: request → batched command → raft adapter → reply.
+ *
+ * Request paths (every reply is delivered later from an idle handle, never
+ * from inside dispatchSubmit):
+ *   cluster status, stale reads     answered from this node's memory;
+ *   linearizable reads (leader)     wait for the next read barrier, then
+ *                                   answered from the FSM;
+ *   keepalive (leader, ready)       answered from the lease keeper's memory;
+ *   mutations (leader)              appended to the open batch; the batch is
+ *                                   proposed as one Raft entry at the next
+ *                                   idle; results come back from the applied
+ *                                   hook; a queued acquire waits for its
+ *                                   FSM_EVENT_WAIT_DONE;
+ *   anything on a follower          NOT_LEADER with the leader's addresses,
+ *                                   or relayed when Request.forward is set.
+ *
+ * Leadership: a new leader appends a barrier first; until it is applied
+ * (`ready`), keepalives and reads wait. Once ready every session gets a
+ * deadline of at least ttl + election timeout from now (DESIGN §4 rule 4).
+ * Only the leader proposes expiries, naming (session, epoch), from its own
+ * monotonic deadlines (rule 2). */
+#include "dispatch.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dispatch_impl.h"
+#include "forward.h"
+#include "leases.h"
+#include "lib/log.h"
+
+enum {
+    REQ_NEW = 0,
+    REQ_BATCHED,   /* in a batch (open, ready or proposed) */
+    REQ_WAITING,   /* queued acquire, waiting for FSM_EVENT_WAIT_DONE */
+    REQ_READ,      /* waiting for a read barrier */
+    REQ_NOT_READY, /* leader not ready yet */
+    REQ_FORWARDED,
+    REQ_DONE       /* reply ready, on the done queue */
+};
+
+/* ------------------------------------------------------------- arenas */
+
+struct arenaChunk
+{
+    struct arenaChunk *next;
+    size_t used;
+    size_t cap;
+    max_align_t data[];
+};
+
+struct arena
+{
+    struct arenaChunk *head;
+};
+
+static void *arenaAlloc(struct arena *a, size_t n)
+{
+    struct arenaChunk *c = a->head;
+    n = (n + 15) & ~(size_t)15;
+    if (c == NULL || c->cap - c->used < n) {
+        size_t cap = n > 4000 ? n : 4000;
+        c = malloc(sizeof *c + cap);
+        if (c == NULL) {
+            return NULL;
+        }
+        c->cap = cap;
+        c->used = 0;
+        c->next = a->head;
+        a->head = c;
+    }
+    c->used += n;
+    return (char *)c->data + c->used - n;
+}
+
+static char *arenaStrdup(struct arena *a, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    char *p = arenaAlloc(a, n + 1);
+    if (p != NULL) {
+        memcpy(p, s ? s : "", n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static char *arenaStrndup(struct arena *a, const char *s, size_t n)
+{
+    char *p = arenaAlloc(a, n + 1);
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static void arenaFree(struct arena *a)
+{
+    while (a->head != NULL) {
+        struct arenaChunk *c = a->head;
+        a->head = c->next;
+        free(c);
+    }
+}
+
+/* ------------------------------------------------------------- replies */
+
+struct reply
+{
+    Tn__Response resp;
+    Tn__Response *unpacked; /* forwarded replies: owned by protobuf-c */
+    struct arena arena;
+};
+
+static struct reply *replyNew(void)
+{
+    struct reply *r = calloc(1, sizeof *r);
+    if (r != NULL) {
+        tn__response__init(&r->resp);
+    }
+    return r;
+}
+
+static void replyFree(struct reply *r)
+{
+    if (r->unpacked != NULL) {
+        tn__response__free_unpacked(r->unpacked, NULL);
+    }
+    arenaFree(&r->arena);
+    free(r);
+}
+
+/* -------------------------------------------------------------- batches */
+
+struct dispatch;
+
+struct batch
+{
+    struct dispatch *d;
+    tn_queue queue;               /* ready or proposed list */
+    Tn__Batch msg;
+    Tn__Command **cmds;           /* arena */
+    struct dispatch_req **reqs;   /* NULL for internal commands */
+    size_t n;
+    size_t cap;
+    uint64_t nonce;
+    bool applied;
+    struct adapter_propose prop;
+    struct arena arena;           /* internal sub-messages */
+};
+
+struct dispatch
+{
+    uv_loop_t *loop;
+    struct fsm *fsm;
+    struct adapter *adapter;
+    struct dispatch_config cfg;
+    struct leases leases;
+    struct forwarder *fwd;
+
+    uint64_t boot_nonce;
+    uint64_t next_nonce;
+    uint64_t self_client_id;      /* for queued acquires without an id */
+    uint64_t self_seq;
+    uint64_t last_stamp;          /* cluster time last stamped */
+
+    struct batch *open;
+    tn_queue full;                /* full batches waiting for a slot */
+    tn_queue proposed;
+    unsigned outstanding;
+
+    tn_queue reads;               /* REQ_READ, waiting for a barrier */
+    tn_queue reads_inflight;
+    bool read_barrier_busy;
+    struct adapter_propose read_barrier;
+
+    tn_queue not_ready;           /* REQ_NOT_READY */
+    tn_queue waiters;             /* REQ_WAITING */
+    tn_queue done;                /* REQ_DONE */
+
+    bool is_leader;
+    bool ready;
+    uint64_t leader_term;
+    bool start_barrier_busy;
+    struct adapter_propose start_barrier;
+    bool tick_busy;
+    uint64_t member_check_ms;
+
+    uv_idle_t idle;
+    uv_timer_t timer;
+    bool idle_active;
+    bool closing;
+    int open_handles;
+    void (*close_cb)(void *data);
+    void *close_data;
+
+    struct dispatch_stats stats;
+};
+
+static uint64_t monoMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t monoNs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t realMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t random64(void)
+{
+    uint64_t x = 0;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f != NULL) {
+        if (fread(&x, sizeof x, 1, f) != 1) {
+            x = 0;
+        }
+        fclose(f);
+    }
+    if (x == 0) {
+        x = monoNs() ^ ((uint64_t)getpid() << 32);
+    }
+    return x;
+}
+
+static void scheduleIdle(struct dispatch *d);
+
+/* ------------------------------------------------------------ completion */
+
+static void complete(struct dispatch *d,
+                     struct dispatch_req *req,
+                     struct reply *r)
+{
+    req->priv = r;
+    req->state = REQ_DONE;
+    tn_queue_insert_tail(&d->done, &req->queue);
+    scheduleIdle(d);
+}
+
+/* Fill the leader hint of a NOT_LEADER reply; NO_QUORUM if none known. */
+static void replyLeaderHint(struct dispatch *d, struct reply *r)
+{
+    const char *rpc = NULL;
+    const char *http = NULL;
+    uint64_t leader = d->adapter ? adapterLeader(d->adapter, NULL) : 0;
+
+    if (leader == 0 || leader == d->cfg.node_id) {
+        r->resp.status = TN__STATUS__NO_QUORUM;
+        r->resp.message = "no leader";
+        return;
+    }
+    r->resp.leader_id = leader;
+    if (fsmMemberGet(d->fsm, leader, &rpc, &http)) {
+        r->resp.leader_rpc = arenaStrdup(&r->arena, rpc);
+        r->resp.leader_http = arenaStrdup(&r->arena, http);
+    }
+}
+
+static void completeStatus(struct dispatch *d,
+                           struct dispatch_req *req,
+                           int status,
+                           const char *message)
+{
+    struct reply *r = replyNew();
+    if (r == NULL) {
+        /* Out of memory: deliver through a static reply. */
+        req->priv = NULL;
+        req->state = REQ_DONE;
+        tn_queue_insert_tail(&d->done, &req->queue);
+        scheduleIdle(d);
+        return;
+    }
+    r->resp.id = req->request->id;
+    r->resp.status = status;
+    if (message != NULL) {
+        r->resp.message = arenaStrdup(&r->arena, message);
+    }
+    if (status == TN__STATUS__NOT_LEADER) {
+        replyLeaderHint(d, r);
+    }
+    complete(d, req, r);
+}
+
+static void deliverDone(struct dispatch *d)
+{
+    while (!tn_queue_empty(&d->done)) {
+        tn_queue *q = tn_queue_head(&d->done);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        struct reply *r = req->priv;
+        static Tn__Response oom = TN__RESPONSE__INIT;
+        tn_queue_remove(q);
+        req->priv = NULL;
+        if (r == NULL) {
+            oom.id = req->request->id;
+            oom.status = TN__STATUS__INTERNAL;
+            oom.message = "out of memory";
+            req->cb(req, &oom);
+            continue;
+        }
+        req->cb(req, r->unpacked ? r->unpacked : &r->resp);
+        replyFree(r);
+    }
+}
+
+/* ---------------------------------------------------- result → response */
+
+static int64_t expiresIn(struct dispatch *d, uint64_t session)
+{
+    struct lease *l;
+    uint64_t now;
+    if (!d->is_leader || !d->ready) {
+        return -1;
+    }
+    l = leasesGet(&d->leases, session);
+    if (l == NULL || l->expiring) {
+        return 0;
+    }
+    now = monoMs();
+    return l->deadline_ms > now ? (int64_t)(l->deadline_ms - now) : 0;
+}
+
+static Tn__LockInfo *lockInfoFromResult(struct dispatch *d,
+                                        struct reply *r,
+                                        const char *resource,
+                                        const struct fsm_result *res)
+{
+    Tn__LockInfo *li = arenaAlloc(&r->arena, sizeof *li);
+    if (li == NULL) {
+        return NULL;
+    }
+    tn__lock_info__init(li);
+    li->resource = arenaStrdup(&r->arena, resource);
+    li->mode = res->mode;
+    li->token = res->token;
+    li->generation = res->generation;
+    li->ttl_ms = res->ttl_ms;
+    li->session = res->session;
+    li->replayed = res->replayed;
+    li->queue_len = res->queue_len;
+    li->lock_delay_until_ms = res->lock_delay_until_ms;
+    if (res->holder_session != 0) {
+        Tn__Holder *h = arenaAlloc(&r->arena, sizeof *h);
+        Tn__Holder **hs = arenaAlloc(&r->arena, sizeof *hs);
+        if (h != NULL && hs != NULL) {
+            tn__holder__init(h);
+            h->session = res->holder_session;
+            h->holder = arenaStrdup(&r->arena, res->holder);
+            h->token = res->holder_token;
+            h->acquired_at_ms = res->acquired_at_ms;
+            h->ttl_ms = res->holder_ttl_ms;
+            h->expires_in_ms = expiresIn(d, res->holder_session);
+            hs[0] = h;
+            li->holders = hs;
+            li->n_holders = 1;
+        }
+    }
+    return li;
+}
+
+static const char *requestResource(const Tn__Request *rq)
+{
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_ACQUIRE:
+            return rq->acquire->resource;
+        case TN__REQUEST__BODY_RELEASE:
+            return rq->release->resource;
+        case TN__REQUEST__BODY_RENEW:
+            return rq->renew->resource;
+        default:
+            return NULL;
+    }
+}
+
+static void completeResult(struct dispatch *d,
+                           struct dispatch_req *req,
+                           uint64_t index,
+                           const struct fsm_result *res)
+{
+    struct reply *r = replyNew();
+    const Tn__Request *rq = req->request;
+    const char *resource;
+
+    if (r == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    r->resp.id = rq->id;
+    r->resp.status = res->status;
+    r->resp.index = index;
+    if (res->message != NULL) {
+        r->resp.message = arenaStrdup(&r->arena, res->message);
+    }
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_SESSION_OPEN:
+        case TN__REQUEST__BODY_SESSION_CLOSE:
+        case TN__REQUEST__BODY_KEEPALIVE: {
+            Tn__SessionInfo *si = arenaAlloc(&r->arena, sizeof *si);
+            if (si != NULL) {
+                tn__session_info__init(si);
+                si->session = res->session;
+                si->epoch = res->epoch;
+                si->ttl_ms = res->ttl_ms;
+                if (rq->body_case == TN__REQUEST__BODY_SESSION_OPEN) {
+                    si->holder = arenaStrdup(&r->arena,
+                                             rq->session_open->holder);
+                }
+                r->resp.body_case = TN__RESPONSE__BODY_SESSION;
+                r->resp.session = si;
+            }
+            break;
+        }
+        default:
+            resource = requestResource(rq);
+            if (resource != NULL) {
+                Tn__LockInfo *li = lockInfoFromResult(d, r, resource, res);
+                if (li != NULL) {
+                    r->resp.body_case = TN__RESPONSE__BODY_LOCK;
+                    r->resp.lock = li;
+                }
+            }
+            break;
+    }
+    complete(d, req, r);
+}
+
+/* ------------------------------------------------------------- batching */
+
+static struct batch *batchNew(struct dispatch *d)
+{
+    struct batch *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        return NULL;
+    }
+    b->d = d;
+    tn_queue_init(&b->queue);
+    tn__batch__init(&b->msg);
+    b->nonce = d->boot_nonce + d->next_nonce++;
+    return b;
+}
+
+static void batchFree(struct batch *b)
+{
+    free(b->cmds);
+    free(b->reqs);
+    arenaFree(&b->arena);
+    free(b);
+}
+
+/* Append a command to the open batch. Returns the command (to fill), or
+ * NULL when out of memory. */
+static Tn__Command *batchAdd(struct dispatch *d, struct dispatch_req *req)
+{
+    struct batch *b = d->open;
+    Tn__Command *cmd;
+
+    if (b != NULL && b->n >= d->cfg.max_batch) {
+        tn_queue_insert_tail(&d->full, &b->queue);
+        d->open = b = NULL;
+    }
+    if (b == NULL) {
+        b = d->open = batchNew(d);
+        if (b == NULL) {
+            return NULL;
+        }
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 16;
+        Tn__Command **cmds = realloc(b->cmds, cap * sizeof *cmds);
+        struct dispatch_req **reqs;
+        if (cmds == NULL) {
+            return NULL;
+        }
+        b->cmds = cmds;
+        reqs = realloc(b->reqs, cap * sizeof *reqs);
+        if (reqs == NULL) {
+            return NULL;
+        }
+        b->reqs = reqs;
+        b->cap = cap;
+    }
+    cmd = arenaAlloc(&b->arena, sizeof *cmd);
+    if (cmd == NULL) {
+        return NULL;
+    }
+    tn__command__init(cmd);
+    b->cmds[b->n] = cmd;
+    b->reqs[b->n] = req;
+    b->n++;
+    if (req != NULL) {
+        req->state = REQ_BATCHED;
+    }
+    scheduleIdle(d);
+    return cmd;
+}
+
+static void proposeCb(struct adapter_propose *prop, int status);
+
+static uint64_t clusterNow(struct dispatch *d)
+{
+    uint64_t now = realMs();
+    if (now < d->last_stamp) {
+        now = d->last_stamp;
+    }
+    if (now < fsmNow(d->fsm)) {
+        now = fsmNow(d->fsm);
+    }
+    d->last_stamp = now;
+    return now;
+}
+
+static void batchFail(struct dispatch *d, struct batch *b, int status)
+{
+    uint64_t now = monoMs();
+    for (size_t i = 0; i < b->n; i++) {
+        struct dispatch_req *req = b->reqs[i];
+        Tn__Command *cmd = b->cmds[i];
+        if (req != NULL) {
+            completeStatus(d, req, status,
+                           status == TN__STATUS__COMMIT_UNKNOWN
+                               ? "leader lost before the outcome was known; "
+                                 "retry with the same client_id and seq"
+                               : NULL);
+            continue;
+        }
+        if (cmd->body_case == TN__COMMAND__BODY_SESSION_EXPIRE) {
+            struct lease *l =
+                leasesGet(&d->leases, cmd->session_expire->session);
+            if (l != NULL && l->expiring) {
+                leasesUnsetExpiring(&d->leases, l, now + 50);
+            }
+        } else if (cmd->body_case == TN__COMMAND__BODY_TICK) {
+            d->tick_busy = false;
+        }
+    }
+}
+
+/* Propose @b; returns false if it must wait (no slot). */
+static bool batchPropose(struct dispatch *d, struct batch *b)
+{
+    int rv;
+
+    if (d->outstanding >= d->cfg.max_outstanding) {
+        return false;
+    }
+    b->msg.version = 1;
+    b->msg.term = adapterTerm(d->adapter);
+    b->msg.now_ms = clusterNow(d);
+    b->msg.proposer = d->cfg.node_id;
+    b->msg.nonce = b->nonce;
+    b->msg.n_commands = b->n;
+    b->msg.commands = b->cmds;
+    b->prop.data = b;
+    rv = adapterPropose(d->adapter, &b->prop, &b->msg, proposeCb);
+    if (rv != 0) {
+        batchFail(d, b, rv);
+        batchFree(b);
+        return true;
+    }
+    d->outstanding++;
+    d->stats.batches++;
+    d->stats.commands += b->n;
+    tn_queue_insert_tail(&d->proposed, &b->queue);
+    return true;
+}
+
+static void flushBatches(struct dispatch *d)
+{
+    while (!tn_queue_empty(&d->full)) {
+        tn_queue *q = tn_queue_head(&d->full);
+        struct batch *b = TN_QUEUE_DATA(q, struct batch, queue);
+        if (d->outstanding >= d->cfg.max_outstanding) {
+            return;
+        }
+        tn_queue_remove(q);
+        batchPropose(d, b);
+    }
+    if (d->open != NULL && d->open->n > 0 &&
+        d->outstanding < d->cfg.max_outstanding) {
+        struct batch *b = d->open;
+        d->open = NULL;
+        batchPropose(d, b);
+    }
+}
+
+static void proposeCb(struct adapter_propose *prop, int status)
+{
+    struct batch *b = prop->data;
+    struct dispatch *d = b->d;
+
+    tn_queue_remove(&b->queue);
+    d->outstanding--;
+    if (status != 0 && !b->applied) {
+        batchFail(d, b, status);
+    }
+    batchFree(b);
+    if (!d->closing) {
+        flushBatches(d);
+    }
+}
+
+/* ------------------------------------------------------------ apply hook */
+
+static void appliedHook(void *data,
+                        uint64_t index,
+                        const Tn__Batch *msg,
+                        const struct fsm_result *results)
+{
+    struct dispatch *d = data;
+    struct batch *b = NULL;
+    tn_queue *q;
+
+    if (msg->proposer != d->cfg.node_id) {
+        return;
+    }
+    TN_QUEUE_FOREACH(q, &d->proposed)
+    {
+        struct batch *p = TN_QUEUE_DATA(q, struct batch, queue);
+        if (p->nonce == msg->nonce) {
+            b = p;
+            break;
+        }
+    }
+    if (b == NULL || b->n != msg->n_commands) {
+        return;
+    }
+    b->applied = true;
+    for (size_t i = 0; i < b->n; i++) {
+        struct dispatch_req *req = b->reqs[i];
+        const Tn__Command *cmd = b->cmds[i];
+        if (req == NULL) {
+            if (cmd->body_case == TN__COMMAND__BODY_TICK) {
+                d->tick_busy = false;
+            }
+            continue;
+        }
+        if (results[i].queued && !req->cancel) {
+            req->state = REQ_WAITING;
+            tn_queue_insert_tail(&d->waiters, &req->queue);
+            continue;
+        }
+        if (results[i].queued) {
+            completeStatus(d, req, TN__STATUS__CANCELED, "canceled");
+            continue;
+        }
+        completeResult(d, req, index, &results[i]);
+    }
+}
+
+static void eventHook(void *data, const struct fsm_event *e)
+{
+    struct dispatch *d = data;
+    tn_queue *q;
+
+    switch (e->type) {
+        case FSM_EVENT_SESSION_OPEN:
+        case FSM_EVENT_SESSION_RENEW:
+            if (d->is_leader) {
+                if (leasesExtend(&d->leases, e->session, e->epoch, e->ttl_ms,
+                                 monoMs() + e->ttl_ms) != 0) {
+                    tnErrorf("\"out of memory tracking a lease\" session=%llu",
+                             (unsigned long long)e->session);
+                }
+            }
+            break;
+        case FSM_EVENT_SESSION_END:
+            leasesRemove(&d->leases, e->session);
+            break;
+        case FSM_EVENT_WAIT_DONE:
+            TN_QUEUE_FOREACH(q, &d->waiters)
+            {
+                struct dispatch_req *req =
+                    TN_QUEUE_DATA(q, struct dispatch_req, queue);
+                if (req->client_id == e->client_id && req->seq == e->seq) {
+                    tn_queue_remove(&req->queue);
+                    completeResult(d, req, e->index, e->result);
+                    break;
+                }
+            }
+            break;
+        default:
+            break;
+    }
+}
+
+/* --------------------------------------------------------------- reads */
+
+struct lockCollect
+{
+    struct dispatch *d;
+    struct reply *r;
+    Tn__LockInfo **locks;
+    size_t n;
+    size_t cap;
+    size_t limit;
+};
+
+static Tn__LockInfo *lockInfoFromView(struct dispatch *d,
+                                      struct reply *r,
+                                      const struct fsm_lock_view *v)
+{
+    Tn__LockInfo *li = arenaAlloc(&r->arena, sizeof *li);
+    if (li == NULL) {
+        return NULL;
+    }
+    tn__lock_info__init(li);
+    li->resource = arenaStrndup(&r->arena, v->resource, v->resource_len);
+    li->mode = v->mode;
+    li->generation = v->generation;
+    li->permits = v->permits;
+    li->queue_len = v->queue_len;
+    li->lock_delay_until_ms = v->lock_delay_until_ms;
+    if (v->n_holders > 0) {
+        li->holders = arenaAlloc(&r->arena, v->n_holders * sizeof *li->holders);
+        if (li->holders == NULL) {
+            return NULL;
+        }
+        for (uint32_t i = 0; i < v->n_holders; i++) {
+            Tn__Holder *h = arenaAlloc(&r->arena, sizeof *h);
+            if (h == NULL) {
+                return NULL;
+            }
+            tn__holder__init(h);
+            h->session = v->holders[i].session;
+            h->holder = arenaStrdup(&r->arena, v->holders[i].holder);
+            h->token = v->holders[i].token;
+            h->acquired_at_ms = v->holders[i].acquired_at_ms;
+            h->ttl_ms = v->holders[i].ttl_ms;
+            h->expires_in_ms = expiresIn(d, h->session);
+            li->holders[i] = h;
+        }
+        li->n_holders = v->n_holders;
+        li->token = v->holders[0].token;
+        li->session = v->holders[0].session;
+        li->ttl_ms = v->holders[0].ttl_ms;
+    }
+    return li;
+}
+
+static int lockCollectCb(void *data, const struct fsm_lock_view *v)
+{
+    struct lockCollect *c = data;
+    Tn__LockInfo *li;
+    if (c->n >= c->limit) {
+        return 1;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        Tn__LockInfo **locks = arenaAlloc(&c->r->arena, cap * sizeof *locks);
+        if (locks == NULL) {
+            return 1;
+        }
+        if (c->n > 0) {
+            memcpy(locks, c->locks, c->n * sizeof *locks);
+        }
+        c->locks = locks;
+        c->cap = cap;
+    }
+    li = lockInfoFromView(c->d, c->r, v);
+    if (li == NULL) {
+        return 1;
+    }
+    c->locks[c->n++] = li;
+    return 0;
+}
+
+static void answerRead(struct dispatch *d, struct dispatch_req *req)
+{
+    const Tn__Request *rq = req->request;
+    struct reply *r = replyNew();
+
+    if (r == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    r->resp.id = rq->id;
+    r->resp.index = fsmIndex(d->fsm);
+    if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+        struct fsm_lock_view v;
+        const char *res = rq->get_lock->resource ? rq->get_lock->resource : "";
+        Tn__LockInfo *li;
+        if (fsmLockGet(d->fsm, res, strlen(res), &v)) {
+            li = lockInfoFromView(d, r, &v);
+        } else {
+            li = arenaAlloc(&r->arena, sizeof *li);
+            if (li != NULL) {
+                tn__lock_info__init(li);
+                li->resource = arenaStrdup(&r->arena, res);
+            }
+        }
+        if (li == NULL) {
+            replyFree(r);
+            completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+            return;
+        }
+        r->resp.body_case = TN__RESPONSE__BODY_LOCK;
+        r->resp.lock = li;
+    } else {
+        struct lockCollect c = { .d = d, .r = r };
+        const char *prefix =
+            rq->list_locks->prefix ? rq->list_locks->prefix : "";
+        Tn__LockList *ll = arenaAlloc(&r->arena, sizeof *ll);
+        c.limit = rq->list_locks->limit ? rq->list_locks->limit : 1000;
+        if (ll == NULL) {
+            replyFree(r);
+            completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+            return;
+        }
+        fsmLockForEach(d->fsm, prefix, strlen(prefix), lockCollectCb, &c);
+        tn__lock_list__init(ll);
+        ll->locks = c.locks;
+        ll->n_locks = c.n;
+        r->resp.body_case = TN__RESPONSE__BODY_LIST;
+        r->resp.list = ll;
+    }
+    complete(d, req, r);
+}
+
+static void readBarrierCb(struct adapter_propose *prop, int status);
+
+static void startReadBarrier(struct dispatch *d)
+{
+    int rv;
+    if (d->read_barrier_busy || tn_queue_empty(&d->reads) || !d->is_leader) {
+        return;
+    }
+    while (!tn_queue_empty(&d->reads)) {
+        tn_queue *q = tn_queue_head(&d->reads);
+        tn_queue_remove(q);
+        tn_queue_insert_tail(&d->reads_inflight, q);
+    }
+    d->read_barrier.data = d;
+    rv = adapterBarrier(d->adapter, &d->read_barrier, readBarrierCb);
+    if (rv != 0) {
+        readBarrierCb(&d->read_barrier, rv);
+        return;
+    }
+    d->read_barrier_busy = true;
+}
+
+static void readBarrierCb(struct adapter_propose *prop, int status)
+{
+    struct dispatch *d = prop->data;
+    d->read_barrier_busy = false;
+    while (!tn_queue_empty(&d->reads_inflight)) {
+        tn_queue *q = tn_queue_head(&d->reads_inflight);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        tn_queue_remove(q);
+        if (status == 0) {
+            answerRead(d, req);
+        } else {
+            completeStatus(d, req,
+                           status == TN__STATUS__COMMIT_UNKNOWN
+                               ? TN__STATUS__NOT_LEADER
+                               : status,
+                           NULL);
+        }
+    }
+    if (!d->closing) {
+        startReadBarrier(d);
+    }
+}
+
+static void answerCluster(struct dispatch *d, struct dispatch_req *req)
+{
+    struct reply *r = replyNew();
+    struct adapter_member members[16];
+    Tn__ClusterInfo *ci;
+    const char *rpc;
+    const char *http;
+    unsigned n;
+    uint64_t leader;
+    static const char *const roles[] = { "unavailable", "follower",
+                                         "candidate", "leader" };
+
+    if (r == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    r->resp.id = req->request->id;
+    ci = arenaAlloc(&r->arena, sizeof *ci);
+    if (ci == NULL) {
+        replyFree(r);
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    tn__cluster_info__init(ci);
+    leader = adapterLeader(d->adapter, NULL);
+    ci->leader_id = leader;
+    if (leader != 0 && fsmMemberGet(d->fsm, leader, &rpc, &http)) {
+        ci->leader_rpc = arenaStrdup(&r->arena, rpc);
+        ci->leader_http = arenaStrdup(&r->arena, http);
+    } else if (leader == d->cfg.node_id) {
+        ci->leader_rpc = arenaStrdup(&r->arena, d->cfg.rpc_address);
+        ci->leader_http = arenaStrdup(&r->arena, d->cfg.http_address);
+    }
+    ci->term = adapterTerm(d->adapter);
+    ci->commit_index = adapterCommitIndex(d->adapter);
+    ci->applied_index = adapterAppliedIndex(d->adapter);
+    ci->node_id = d->cfg.node_id;
+    ci->state = (char *)roles[adapterRole(d->adapter)];
+    n = adapterMembers(d->adapter, members, 16);
+    if (n > 16) {
+        n = 16;
+    }
+    ci->members = arenaAlloc(&r->arena, (n ? n : 1) * sizeof *ci->members);
+    if (ci->members != NULL) {
+        for (unsigned i = 0; i < n; i++) {
+            Tn__Member *m = arenaAlloc(&r->arena, sizeof *m);
+            if (m == NULL) {
+                break;
+            }
+            tn__member__init(m);
+            m->id = members[i].id;
+            m->raft_address = arenaStrdup(&r->arena, members[i].address);
+            m->role = (char *)members[i].role;
+            if (fsmMemberGet(d->fsm, m->id, &rpc, &http)) {
+                m->rpc_address = arenaStrdup(&r->arena, rpc);
+                m->http_address = arenaStrdup(&r->arena, http);
+            } else if (m->id == d->cfg.node_id) {
+                m->rpc_address = arenaStrdup(&r->arena, d->cfg.rpc_address);
+                m->http_address = arenaStrdup(&r->arena, d->cfg.http_address);
+            }
+            ci->members[ci->n_members++] = m;
+        }
+    }
+    r->resp.body_case = TN__RESPONSE__BODY_CLUSTER;
+    r->resp.cluster = ci;
+    complete(d, req, r);
+}
+
+/* ------------------------------------------------------------ keepalive */
+
+static void answerKeepalive(struct dispatch *d, struct dispatch_req *req)
+{
+    uint64_t id = req->request->keepalive->session;
+    struct fsm_session_view s;
+    struct lease *l;
+    struct fsm_result res;
+
+    if (!fsmSessionGet(d->fsm, id, &s)) {
+        completeStatus(d, req, TN__STATUS__SESSION_EXPIRED,
+                       "session expired or unknown");
+        return;
+    }
+    l = leasesGet(&d->leases, id);
+    if (l != NULL && l->expiring) {
+        completeStatus(d, req, TN__STATUS__SESSION_EXPIRED,
+                       "session expired");
+        return;
+    }
+    if (leasesExtend(&d->leases, id, s.epoch, s.ttl_ms,
+                     monoMs() + s.ttl_ms) != 0) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    d->stats.keepalives++;
+    memset(&res, 0, sizeof res);
+    res.status = TN__STATUS__OK;
+    res.session = id;
+    res.epoch = s.epoch;
+    res.ttl_ms = s.ttl_ms;
+    completeResult(d, req, fsmIndex(d->fsm), &res);
+}
+
+/* ----------------------------------------------------------- forwarding */
+
+struct fwdState
+{
+    struct forward_req fr;
+    struct dispatch_req *req;
+};
+
+static void forwardCb(struct forward_req *fr, int status,
+                      const Tn__Response *response)
+{
+    struct fwdState *st = fr->data;
+    struct dispatch_req *req = st->req;
+    struct dispatch *d = req->d;
+    free(st);
+
+    if (response == NULL) {
+        completeStatus(d, req, status, "relay to the leader failed");
+        return;
+    }
+    /* Re-pack into a reply we own: the forwarder frees `response`. */
+    {
+        struct reply *r = replyNew();
+        size_t n = protobuf_c_message_get_packed_size(&response->base);
+        uint8_t *buf = malloc(n ? n : 1);
+        if (r == NULL || buf == NULL) {
+            free(buf);
+            if (r != NULL) {
+                replyFree(r);
+            }
+            completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+            return;
+        }
+        protobuf_c_message_pack(&response->base, buf);
+        r->unpacked = tn__response__unpack(NULL, n, buf);
+        free(buf);
+        if (r->unpacked == NULL) {
+            replyFree(r);
+            completeStatus(d, req, TN__STATUS__INTERNAL, "bad relay reply");
+            return;
+        }
+        r->unpacked->id = req->request->id;
+        complete(d, req, r);
+    }
+}
+
+/* Relay to the leader, or answer NOT_LEADER. */
+static void notLeader(struct dispatch *d, struct dispatch_req *req)
+{
+    uint64_t leader = adapterLeader(d->adapter, NULL);
+    const char *rpc = NULL;
+    const char *http = NULL;
+    struct fwdState *st;
+    int rv;
+
+    if (!req->request->forward || leader == 0 || leader == d->cfg.node_id ||
+        !fsmMemberGet(d->fsm, leader, &rpc, &http) || rpc == NULL ||
+        rpc[0] == '\0') {
+        completeStatus(d, req, TN__STATUS__NOT_LEADER, "not the leader");
+        return;
+    }
+    st = calloc(1, sizeof *st);
+    if (st == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    st->req = req;
+    st->fr.data = st;
+    req->state = REQ_FORWARDED;
+    rv = forwarderSend(d->fwd, rpc, req->request, &st->fr, forwardCb);
+    if (rv != 0) {
+        free(st);
+        completeStatus(d, req, rv, "relay to the leader failed");
+        return;
+    }
+    d->stats.forwarded++;
+}
+
+/* --------------------------------------------------------------- submit */
+
+static bool isMutation(int body_case)
+{
+    switch (body_case) {
+        case TN__REQUEST__BODY_SESSION_OPEN:
+        case TN__REQUEST__BODY_SESSION_CLOSE:
+        case TN__REQUEST__BODY_ACQUIRE:
+        case TN__REQUEST__BODY_RELEASE:
+        case TN__REQUEST__BODY_RENEW:
+        case TN__REQUEST__BODY_MEMBER_INFO:
+            return true;
+        default:
+            return false;
+    }
+}
+
+static void process(struct dispatch *d, struct dispatch_req *req);
+
+static void processNotReady(struct dispatch *d)
+{
+    while (!tn_queue_empty(&d->not_ready)) {
+        tn_queue *q = tn_queue_head(&d->not_ready);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        tn_queue_remove(q);
+        req->state = REQ_NEW;
+        process(d, req);
+    }
+}
+
+static void submitMutation(struct dispatch *d, struct dispatch_req *req)
+{
+    Tn__Request *rq = req->request;
+    Tn__Command *cmd;
+
+    req->client_id = rq->client_id;
+    req->seq = rq->seq;
+    if (rq->body_case == TN__REQUEST__BODY_ACQUIRE && rq->client_id == 0 &&
+        rq->acquire->wait_ms > 0) {
+        /* A queued acquire is matched to its grant by (client_id, seq). */
+        req->client_id = d->self_client_id;
+        req->seq = ++d->self_seq;
+    }
+    cmd = batchAdd(d, req);
+    if (cmd == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    cmd->client_id = req->client_id;
+    cmd->seq = req->seq;
+    /* The sub-messages are borrowed from the request, which lives until
+     * its callback, which fires only after the batch is done with them. */
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_SESSION_OPEN:
+            cmd->body_case = TN__COMMAND__BODY_SESSION_OPEN;
+            cmd->session_open = rq->session_open;
+            break;
+        case TN__REQUEST__BODY_SESSION_CLOSE:
+            cmd->body_case = TN__COMMAND__BODY_SESSION_CLOSE;
+            cmd->session_close = rq->session_close;
+            break;
+        case TN__REQUEST__BODY_ACQUIRE:
+            cmd->body_case = TN__COMMAND__BODY_ACQUIRE;
+            cmd->acquire = rq->acquire;
+            break;
+        case TN__REQUEST__BODY_RELEASE:
+            cmd->body_case = TN__COMMAND__BODY_RELEASE;
+            cmd->release = rq->release;
+            break;
+        case TN__REQUEST__BODY_RENEW:
+            cmd->body_case = TN__COMMAND__BODY_RENEW;
+            cmd->renew = rq->renew;
+            break;
+        case TN__REQUEST__BODY_MEMBER_INFO:
+            cmd->body_case = TN__COMMAND__BODY_MEMBER;
+            cmd->member = rq->member_info;
+            break;
+        default:
+            break;
+    }
+}
+
+static void process(struct dispatch *d, struct dispatch_req *req)
+{
+    Tn__Request *rq = req->request;
+
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_CLUSTER_STATUS:
+            answerCluster(d, req);
+            return;
+        case TN__REQUEST__BODY_GET_LOCK:
+        case TN__REQUEST__BODY_LIST_LOCKS: {
+            bool stale = rq->body_case == TN__REQUEST__BODY_GET_LOCK
+                             ? rq->get_lock->stale
+                             : rq->list_locks->stale;
+            if (stale) {
+                answerRead(d, req);
+            } else if (!d->is_leader) {
+                notLeader(d, req);
+            } else {
+                req->state = REQ_READ;
+                tn_queue_insert_tail(&d->reads, &req->queue);
+                scheduleIdle(d);
+            }
+            return;
+        }
+        case TN__REQUEST__BODY_KEEPALIVE:
+            if (!d->is_leader) {
+                notLeader(d, req);
+            } else if (!d->ready) {
+                req->state = REQ_NOT_READY;
+                tn_queue_insert_tail(&d->not_ready, &req->queue);
+            } else {
+                answerKeepalive(d, req);
+            }
+            return;
+        default:
+            break;
+    }
+    if (!isMutation(rq->body_case)) {
+        completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                       "request has no known body");
+        return;
+    }
+    if (!d->is_leader) {
+        notLeader(d, req);
+        return;
+    }
+    submitMutation(d, req);
+}
+
+static bool validSubmessage(const Tn__Request *rq)
+{
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_SESSION_OPEN:
+            return rq->session_open != NULL;
+        case TN__REQUEST__BODY_KEEPALIVE:
+            return rq->keepalive != NULL;
+        case TN__REQUEST__BODY_SESSION_CLOSE:
+            return rq->session_close != NULL;
+        case TN__REQUEST__BODY_ACQUIRE:
+            return rq->acquire != NULL;
+        case TN__REQUEST__BODY_RELEASE:
+            return rq->release != NULL;
+        case TN__REQUEST__BODY_RENEW:
+            return rq->renew != NULL;
+        case TN__REQUEST__BODY_GET_LOCK:
+            return rq->get_lock != NULL;
+        case TN__REQUEST__BODY_LIST_LOCKS:
+            return rq->list_locks != NULL;
+        case TN__REQUEST__BODY_CLUSTER_STATUS:
+            return rq->cluster_status != NULL;
+        case TN__REQUEST__BODY_MEMBER_INFO:
+            return rq->member_info != NULL;
+        default:
+            return false;
+    }
+}
+
+int dispatchSubmit(struct dispatch *d, struct dispatch_req *req)
+{
+    if (d->closing) {
+        return TN__STATUS__CANCELED;
+    }
+    if (req->request == NULL || req->cb == NULL) {
+        return TN__STATUS__INVALID_ARGUMENT;
+    }
+    req->d = d;
+    req->state = REQ_NEW;
+    req->cancel = false;
+    req->priv = NULL;
+    req->started_ns = monoNs();
+    tn_queue_init(&req->queue);
+    d->stats.requests++;
+    if (req->request->group != 0) {
+        completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                       "group: only group 0 exists");
+        return 0;
+    }
+    if (!validSubmessage(req->request)) {
+        completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                       "request has no known body");
+        return 0;
+    }
+    process(d, req);
+    return 0;
+}
+
+void dispatchCancel(struct dispatch *d, struct dispatch_req *req)
+{
+    switch (req->state) {
+        case REQ_WAITING:
+        case REQ_READ:
+        case REQ_NOT_READY:
+            tn_queue_remove(&req->queue);
+            completeStatus(d, req, TN__STATUS__CANCELED, "canceled");
+            break;
+        default:
+            /* Batched, forwarded or done: the callback comes soon. */
+            req->cancel = true;
+            break;
+    }
+}
+
+void dispatchHealth(struct dispatch *d, struct dispatch_health *out)
+{
+    memset(out, 0, sizeof *out);
+    out->node_id = d->cfg.node_id;
+    if (d->adapter == NULL) {
+        return;
+    }
+    out->is_leader = d->is_leader;
+    out->has_leader = adapterLeader(d->adapter, NULL) != 0;
+    out->term = adapterTerm(d->adapter);
+    out->commit_index = adapterCommitIndex(d->adapter);
+    out->applied_index = adapterAppliedIndex(d->adapter);
+    out->ready = out->has_leader && (d->is_leader ? d->ready : true) &&
+                 out->applied_index >= out->commit_index && out->commit_index > 0;
+}
+
+/* ------------------------------------------------ leadership and timers */
+
+static void registerSelf(struct dispatch *d)
+{
+    const char *rpc = NULL;
+    const char *http = NULL;
+    Tn__Command *cmd;
+    Tn__MemberInfo *m;
+
+    if (fsmMemberGet(d->fsm, d->cfg.node_id, &rpc, &http) &&
+        strcmp(rpc, d->cfg.rpc_address) == 0 &&
+        strcmp(http, d->cfg.http_address) == 0) {
+        return;
+    }
+    cmd = batchAdd(d, NULL);
+    if (cmd == NULL) {
+        return;
+    }
+    m = arenaAlloc(&d->open->arena, sizeof *m);
+    if (m == NULL) {
+        cmd->body_case = TN__COMMAND__BODY_TICK;
+        cmd->tick = arenaAlloc(&d->open->arena, sizeof *cmd->tick);
+        return;
+    }
+    tn__member_info__init(m);
+    m->id = d->cfg.node_id;
+    m->rpc_address = arenaStrdup(&d->open->arena, d->cfg.rpc_address);
+    m->http_address = arenaStrdup(&d->open->arena, d->cfg.http_address);
+    m->raft_address = arenaStrdup(&d->open->arena, d->cfg.raft_address);
+    cmd->body_case = TN__COMMAND__BODY_MEMBER;
+    cmd->member = m;
+}
+
+/* A follower registers its addresses through the leader. */
+struct memberReg
+{
+    struct dispatch_req req;
+    Tn__Request request;
+    Tn__MemberInfo info;
+};
+
+static void memberRegCb(struct dispatch_req *req, const Tn__Response *resp)
+{
+    (void)resp;
+    free(req->data);
+}
+
+static void registerViaLeader(struct dispatch *d)
+{
+    const char *rpc = NULL;
+    const char *http = NULL;
+    struct memberReg *m;
+
+    if (fsmMemberGet(d->fsm, d->cfg.node_id, &rpc, &http) &&
+        strcmp(rpc, d->cfg.rpc_address) == 0 &&
+        strcmp(http, d->cfg.http_address) == 0) {
+        return;
+    }
+    m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        return;
+    }
+    tn__request__init(&m->request);
+    tn__member_info__init(&m->info);
+    m->info.id = d->cfg.node_id;
+    m->info.rpc_address = (char *)d->cfg.rpc_address;
+    m->info.http_address = (char *)d->cfg.http_address;
+    m->info.raft_address = (char *)d->cfg.raft_address;
+    m->request.forward = true;
+    m->request.body_case = TN__REQUEST__BODY_MEMBER_INFO;
+    m->request.member_info = &m->info;
+    m->req.data = m;
+    m->req.request = &m->request;
+    m->req.cb = memberRegCb;
+    if (dispatchSubmit(d, &m->req) != 0) {
+        free(m);
+    }
+}
+
+static int resetLeaseCb(void *data, const struct fsm_session_view *s)
+{
+    struct dispatch *d = data;
+    uint64_t now = monoMs();
+    /* Rule 4: at least the full TTL plus the election timeout from the
+     * moment this leader's first entry is applied. Never shorter. */
+    if (leasesExtend(&d->leases, s->id, s->epoch, s->ttl_ms,
+                     now + s->ttl_ms + adapterElectionTimeout(d->adapter)) !=
+        0) {
+        tnErrorf("\"out of memory tracking a lease\" session=%llu",
+                 (unsigned long long)s->id);
+    }
+    return 0;
+}
+
+static void startBarrierCb(struct adapter_propose *prop, int status)
+{
+    struct dispatch *d = prop->data;
+    d->start_barrier_busy = false;
+    if (d->closing) {
+        return;
+    }
+    if (status != 0 || !d->is_leader ||
+        d->leader_term != adapterTerm(d->adapter)) {
+        return;
+    }
+    d->ready = true;
+    fsmSessionForEach(d->fsm, resetLeaseCb, d);
+    tnInfof("\"leader ready\" sessions=%zu index=%llu",
+            leasesCount(&d->leases), (unsigned long long)fsmIndex(d->fsm));
+    registerSelf(d);
+    processNotReady(d);
+    scheduleIdle(d);
+}
+
+static void changedHook(void *data)
+{
+    struct dispatch *d = data;
+    bool leader = adapterRole(d->adapter) == ADAPTER_LEADER;
+    uint64_t term = adapterTerm(d->adapter);
+
+    if (d->closing) {
+        return;
+    }
+    if (leader && (!d->is_leader || term != d->leader_term)) {
+        int rv;
+        d->is_leader = true;
+        d->ready = false;
+        d->leader_term = term;
+        d->stats.leader_changes++;
+        leasesClear(&d->leases);
+        d->start_barrier.data = d;
+        if (!d->start_barrier_busy) {
+            rv = adapterBarrier(d->adapter, &d->start_barrier,
+                                startBarrierCb);
+            if (rv == 0) {
+                d->start_barrier_busy = true;
+            }
+        }
+    } else if (!leader && d->is_leader) {
+        d->is_leader = false;
+        d->ready = false;
+        leasesClear(&d->leases);
+        d->tick_busy = false;
+        /* Reads and keepalives waiting for this leader go elsewhere. */
+        while (!tn_queue_empty(&d->reads)) {
+            tn_queue *q = tn_queue_head(&d->reads);
+            struct dispatch_req *req =
+                TN_QUEUE_DATA(q, struct dispatch_req, queue);
+            tn_queue_remove(q);
+            req->state = REQ_NEW;
+            notLeader(d, req);
+        }
+        while (!tn_queue_empty(&d->not_ready)) {
+            tn_queue *q = tn_queue_head(&d->not_ready);
+            struct dispatch_req *req =
+                TN_QUEUE_DATA(q, struct dispatch_req, queue);
+            tn_queue_remove(q);
+            req->state = REQ_NEW;
+            notLeader(d, req);
+        }
+        /* Unproposed commands can no longer be proposed here. */
+        if (d->open != NULL) {
+            batchFail(d, d->open, TN__STATUS__NOT_LEADER);
+            batchFree(d->open);
+            d->open = NULL;
+        }
+        while (!tn_queue_empty(&d->full)) {
+            tn_queue *q = tn_queue_head(&d->full);
+            struct batch *b = TN_QUEUE_DATA(q, struct batch, queue);
+            tn_queue_remove(q);
+            batchFail(d, b, TN__STATUS__NOT_LEADER);
+            batchFree(b);
+        }
+    }
+}
+
+static void timerCb(uv_timer_t *t)
+{
+    struct dispatch *d = t->data;
+    uint64_t now;
+    struct lease *l;
+
+    if (d->closing || d->adapter == NULL) {
+        return;
+    }
+    now = monoMs();
+    if (d->is_leader && d->ready) {
+        /* Propose an expiry for each session past its deadline. */
+        while ((l = leasesNextExpired(&d->leases, now)) != NULL) {
+            Tn__Command *cmd = batchAdd(d, NULL);
+            Tn__SessionExpire *e;
+            if (cmd == NULL) {
+                break;
+            }
+            e = arenaAlloc(&d->open->arena, sizeof *e);
+            if (e == NULL) {
+                cmd->body_case = TN__COMMAND__BODY_TICK;
+                cmd->tick = arenaAlloc(&d->open->arena, sizeof *cmd->tick);
+                break;
+            }
+            tn__session_expire__init(e);
+            e->session = l->session;
+            e->epoch = l->epoch;
+            cmd->body_case = TN__COMMAND__BODY_SESSION_EXPIRE;
+            cmd->session_expire = e;
+            leasesSetExpiring(&d->leases, l);
+            d->stats.expiries_proposed++;
+            tnInfof("\"session expired\" session=%llu epoch=%llu ttl_ms=%u",
+                    (unsigned long long)l->session,
+                    (unsigned long long)l->epoch, l->ttl_ms);
+        }
+        /* Let cluster time advance when a waiter or lock-delay is due. */
+        if (!d->tick_busy && fsmNextDeadline(d->fsm) <= realMs()) {
+            Tn__Command *cmd = batchAdd(d, NULL);
+            if (cmd != NULL) {
+                Tn__Tick *tick = arenaAlloc(&d->open->arena, sizeof *tick);
+                if (tick != NULL) {
+                    tn__tick__init(tick);
+                    cmd->body_case = TN__COMMAND__BODY_TICK;
+                    cmd->tick = tick;
+                    d->tick_busy = true;
+                } else {
+                    d->open->n--;
+                }
+            }
+        }
+    }
+    if (now >= d->member_check_ms) {
+        d->member_check_ms = now + 1000;
+        if (d->is_leader && d->ready) {
+            registerSelf(d);
+        } else if (!d->is_leader && adapterLeader(d->adapter, NULL) != 0) {
+            registerViaLeader(d);
+        }
+    }
+}
+
+static void idleCb(uv_idle_t *h)
+{
+    struct dispatch *d = h->data;
+    if (d->adapter != NULL && d->is_leader && !d->closing) {
+        flushBatches(d);
+        startReadBarrier(d);
+    }
+    deliverDone(d);
+    if (tn_queue_empty(&d->done) &&
+        (d->open == NULL || d->open->n == 0 ||
+         d->outstanding >= d->cfg.max_outstanding)) {
+        uv_idle_stop(h);
+        d->idle_active = false;
+    }
+}
+
+static void scheduleIdle(struct dispatch *d)
+{
+    if (!d->idle_active && !uv_is_closing((uv_handle_t *)&d->idle)) {
+        uv_idle_start(&d->idle, idleCb);
+        d->idle_active = true;
+    }
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+int dispatchInit(struct dispatch **out,
+                 uv_loop_t *loop,
+                 struct fsm *fsm,
+                 const struct dispatch_config *config)
+{
+    struct dispatch *d = calloc(1, sizeof *d);
+    int rv;
+
+    if (d == NULL) {
+        return TN__STATUS__INTERNAL;
+    }
+    d->loop = loop;
+    d->fsm = fsm;
+    d->cfg = *config;
+    if (d->cfg.max_outstanding == 0) {
+        d->cfg.max_outstanding = 64;
+    }
+    if (d->cfg.max_batch == 0) {
+        d->cfg.max_batch = 4096;
+    }
+    if (d->cfg.max_frame == 0) {
+        d->cfg.max_frame = 1024 * 1024;
+    }
+    leasesInit(&d->leases);
+    tn_queue_init(&d->full);
+    tn_queue_init(&d->proposed);
+    tn_queue_init(&d->reads);
+    tn_queue_init(&d->reads_inflight);
+    tn_queue_init(&d->not_ready);
+    tn_queue_init(&d->waiters);
+    tn_queue_init(&d->done);
+    d->boot_nonce = random64() & ~(uint64_t)0xffffffff;
+    d->self_client_id = random64() | 1;
+    rv = forwarderInit(&d->fwd, loop, d->cfg.max_frame);
+    if (rv != 0) {
+        free(d);
+        return rv;
+    }
+    uv_idle_init(loop, &d->idle);
+    d->idle.data = d;
+    uv_timer_init(loop, &d->timer);
+    d->timer.data = d;
+    uv_timer_start(&d->timer, timerCb, 10, 10);
+    fsm->data = d;
+    fsm->event_cb = eventHook;
+    *out = d;
+    return 0;
+}
+
+void dispatchAdapterHooks(struct dispatch *d, struct adapter_hooks *hooks)
+{
+    hooks->data = d;
+    hooks->applied = appliedHook;
+    hooks->changed = changedHook;
+}
+
+void dispatchSetAdapter(struct dispatch *d, struct adapter *a)
+{
+    d->adapter = a;
+}
+
+static void dispatchHandleCloseCb(uv_handle_t *h)
+{
+    struct dispatch *d = h->data;
+    if (--d->open_handles > 0) {
+        return;
+    }
+    leasesClose(&d->leases);
+    if (d->close_cb != NULL) {
+        d->close_cb(d->close_data);
+    }
+    free(d);
+}
+
+static void failQueue(struct dispatch *d, tn_queue *head)
+{
+    while (!tn_queue_empty(head)) {
+        tn_queue *q = tn_queue_head(head);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        tn_queue_remove(q);
+        completeStatus(d, req, TN__STATUS__CANCELED, "node shutting down");
+    }
+}
+
+void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data)
+{
+    d->closing = true;
+    d->close_cb = cb;
+    d->close_data = data;
+    failQueue(d, &d->reads);
+    failQueue(d, &d->not_ready);
+    failQueue(d, &d->waiters);
+    if (d->open != NULL) {
+        batchFail(d, d->open, TN__STATUS__CANCELED);
+        batchFree(d->open);
+        d->open = NULL;
+    }
+    while (!tn_queue_empty(&d->full)) {
+        tn_queue *q = tn_queue_head(&d->full);
+        struct batch *b = TN_QUEUE_DATA(q, struct batch, queue);
+        tn_queue_remove(q);
+        batchFail(d, b, TN__STATUS__CANCELED);
+        batchFree(b);
+    }
+    deliverDone(d);
+    forwarderClose(d->fwd);
+    d->fwd = NULL;
+    uv_timer_stop(&d->timer);
+    uv_idle_stop(&d->idle);
+    d->open_handles = 2;
+    uv_close((uv_handle_t *)&d->timer, dispatchHandleCloseCb);
+    uv_close((uv_handle_t *)&d->idle, dispatchHandleCloseCb);
+}
+
+void dispatchStats(struct dispatch *d, struct dispatch_stats *out)
+{
+    *out = d->stats;
+    out->outstanding = d->outstanding;
+    out->sessions_tracked = (unsigned)leasesCount(&d->leases);
+}

@@ -1,0 +1,55 @@
+/* Construction of the dispatch (used by node.c; front ends only need
+ * dispatch.h). */
+#ifndef TN_DISPATCH_IMPL_H_
+#define TN_DISPATCH_IMPL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "dispatch.h"
+#include "fsm.h"
+#include "raft_adapter.h"
+
+struct dispatch_config
+{
+    uint64_t node_id;
+    const char *raft_address;
+    const char *rpc_address;
+    const char *http_address;
+    unsigned max_outstanding;   /* raft applies in flight (default 64) */
+    unsigned max_batch;         /* commands per entry (default 4096) */
+    size_t max_frame;           /* forwarder frame limit */
+};
+
+/* Create the dispatch. It installs itself as the FSM's event callback; the
+ * node must pass dispatchAdapterHooks() to adapterStart and then call
+ * dispatchSetAdapter. */
+int dispatchInit(struct dispatch **out,
+                 uv_loop_t *loop,
+                 struct fsm *fsm,
+                 const struct dispatch_config *config);
+void dispatchAdapterHooks(struct dispatch *d, struct adapter_hooks *hooks);
+void dispatchSetAdapter(struct dispatch *d, struct adapter *a);
+
+/* Stop accepting: pending requests fail with CANCELED (soon); handles are
+ * closed; @cb fires when the dispatch is freed. */
+void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data);
+
+/* Counters for logs and metrics. */
+struct dispatch_stats
+{
+    uint64_t requests;
+    uint64_t batches;
+    uint64_t commands;
+    uint64_t forwarded;
+    uint64_t leader_changes;
+    uint64_t keepalives;
+    uint64_t expiries_proposed;
+    unsigned outstanding;
+    unsigned sessions_tracked;
+};
+void dispatchStats(struct dispatch *d, struct dispatch_stats *out);
+
+#endif /* TN_DISPATCH_IMPL_H_ */
