@@ -33,6 +33,7 @@ struct adapter
 
     struct raft_io io;
     struct raft_fsm raft_fsm;
+    struct adapter_fsm wrap;
     struct raft raft;
 
     uv_prepare_t poll; /* notices role/leader/term changes */
@@ -154,8 +155,8 @@ static int fsmApplyCb(struct raft_fsm *rf,
                       const struct raft_buffer *buf,
                       void **result)
 {
-    struct adapter *a = rf->data;
-    uint64_t index = raft_last_applied(&a->raft) + 1;
+    struct adapter_fsm *a = rf->data;
+    uint64_t index = raft_last_applied(a->raft) + 1;
     Tn__Batch *batch = NULL;
     Tn__Batch empty = TN__BATCH__INIT;
     struct fsm_result stack_results[16];
@@ -200,7 +201,7 @@ static int fsmSnapshotCb(struct raft_fsm *rf,
                          struct raft_buffer *bufs[],
                          unsigned *n_bufs)
 {
-    struct adapter *a = rf->data;
+    struct adapter_fsm *a = rf->data;
     void *data;
     size_t len;
     struct raft_buffer *b;
@@ -231,7 +232,7 @@ static int fsmSnapshotCb(struct raft_fsm *rf,
 
 static int fsmRestoreCb(struct raft_fsm *rf, struct raft_buffer *buf)
 {
-    struct adapter *a = rf->data;
+    struct adapter_fsm *a = rf->data;
     int rv = fsmRestore(a->fsm, buf->base, buf->len);
 
     if (rv != 0) {
@@ -244,6 +245,24 @@ static int fsmRestoreCb(struct raft_fsm *rf, struct raft_buffer *buf)
             (unsigned long long)fsmIndex(a->fsm), buf->len);
     raft_free(buf->base);
     return 0;
+}
+
+void adapterFsmInit(struct adapter_fsm *w,
+                    struct raft_fsm *rf,
+                    struct fsm *fsm,
+                    const struct adapter_hooks *hooks)
+{
+    memset(w, 0, sizeof *w);
+    w->fsm = fsm;
+    if (hooks != NULL) {
+        w->hooks = *hooks;
+    }
+    memset(rf, 0, sizeof *rf);
+    rf->version = 1;
+    rf->data = w;
+    rf->apply = fsmApplyCb;
+    rf->snapshot = fsmSnapshotCb;
+    rf->restore = fsmRestoreCb;
 }
 
 /* ------------------------------------------------------------ lifecycle */
@@ -330,11 +349,8 @@ int adapterStart(struct adapter **out,
      * committed entries can be lost. Off, the node refuses to start. */
     raft_uv_set_auto_recovery(&a->io, false);
 
-    a->raft_fsm.version = 1;
-    a->raft_fsm.data = a;
-    a->raft_fsm.apply = fsmApplyCb;
-    a->raft_fsm.snapshot = fsmSnapshotCb;
-    a->raft_fsm.restore = fsmRestoreCb;
+    adapterFsmInit(&a->wrap, &a->raft_fsm, fsm, hooks);
+    a->wrap.raft = &a->raft;
 
     rv = raft_init(&a->raft, &a->io, &a->raft_fsm, config->id,
                    config->raft_address);

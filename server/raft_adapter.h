@@ -116,6 +116,22 @@ int adapterBarrier(struct adapter *a,
                    struct adapter_propose *req,
                    adapter_propose_cb cb);
 
+/* The raft_fsm glue: decodes each entry and applies it to the FSM. The
+ * daemon uses it through adapterStart; raft_fixture tests use it directly
+ * (set @w->raft to the fixture server's raft after it exists). */
+struct raft;
+struct raft_fsm;
+struct adapter_fsm
+{
+    struct fsm *fsm;
+    struct raft *raft;
+    struct adapter_hooks hooks;
+};
+void adapterFsmInit(struct adapter_fsm *w,
+                    struct raft_fsm *rf,
+                    struct fsm *fsm,
+                    const struct adapter_hooks *hooks);
+
 /* Hand leadership to @id (0: the most up-to-date voter). */
 int adapterTransfer(struct adapter *a, uint64_t id);
 
