@@ -11,6 +11,12 @@ PKGS="build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
 protobuf-c-compiler libcmocka-dev libhttp-parser-dev libjansson-dev \
 curl iproute2 procps"
 
+if ! command -v dpkg-query >/dev/null 2>&1 || [ ! -r /etc/os-release ]; then
+    echo "setup: this script installs Debian packages (Debian 12 or 13);" \
+         "elsewhere install the equivalents of: $PKGS libraft-dev>=0.22.1" >&2
+    exit 1
+fi
+
 SUDO=
 if [ "$(id -u)" -ne 0 ]; then
     SUDO=sudo
@@ -33,6 +39,12 @@ for p in $PKGS; do
 done
 
 if [ -n "$missing" ] || ! have_raft; then
+    if [ -n "$SUDO" ] && ! command -v sudo >/dev/null 2>&1; then
+        have_raft || missing="$missing libraft-dev(>=0.22.1)"
+        echo "setup: packages to install:$missing;" \
+             "run this script as root (or install sudo)" >&2
+        exit 1
+    fi
     if [ "$CODENAME" = "bookworm" ]; then
         # libraft 0.22.1 lives in bookworm-backports. Derive the suite entry
         # from this machine's own apt configuration: the same URIs and
@@ -68,5 +80,5 @@ fi
 [ "${1:-}" = "--no-build" ] && exit 0
 [ "${1:-}" = "--" ] && shift
 
-cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=${TENURE_BUILD_TYPE:-RelWithDebInfo} "$@" >/dev/null
+cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="${TENURE_BUILD_TYPE:-RelWithDebInfo}" "$@" >/dev/null
 cmake --build "$BUILD" -j "$(nproc)"
