@@ -1,0 +1,145 @@
+/* The request engine: runs on one libuv loop and carries requests to the
+ * cluster.
+ *
+ * It keeps one TCP connection, to the leader when it knows it, and sends
+ * every submitted request on it, many in flight at once (replies are matched
+ * by request id and may come in any order). It hides from its users:
+ *
+ *   - leader discovery: NOT_LEADER answers name the leader; the engine
+ *     reconnects there and resends. Without a name it tries the next
+ *     endpoint after a short backoff;
+ *   - reconnects: a failed or closed connection moves its in-flight requests
+ *     back to the waiting list; they are resent on the next connection;
+ *   - retries: NO_QUORUM, COMMIT_UNKNOWN, RATE_LIMITED and server TIMEOUT
+ *     answers are retried after a jittered backoff;
+ *   - exactly-once: a mutating request gets its (client_id, seq) once, when
+ *     submitted, and keeps it through every resend;
+ *   - deadlines: every op completes by its deadline at the latest.
+ *
+ * Happy path of an op: engineSubmit -> WAITING -> (connected) SENT -> reply
+ * with a final status -> cb(op, status, response).
+ * Failure modes: deadline passes (cb with TN_TIMEOUT, or TN_UNAVAILABLE if no
+ * node was ever reached, or TN_NO_QUORUM if the last answers were "no leader"
+ * / "no quorum"); engineClose (cb with TN_CANCELED); out of memory encoding
+ * (TN_NOMEM); request too large (TN_INVALID_ARGUMENT).
+ *
+ * Threading: every function must be called on the loop thread, and every
+ * callback fires there. The callback of an op never fires from inside
+ * engineSubmit. */
+#ifndef TN_CLIENT_ENGINE_H_
+#define TN_CLIENT_ENGINE_H_
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "endpoint.h"
+#include "list.h"
+#include "tenure.pb-c.h"
+
+#define ENGINE_ERRMSG_SIZE 256
+
+struct engine;
+struct engine_op;
+
+/* @rc is the final status: the wire Status of @response (which is then not
+ * NULL and valid only during the call), or a library code (TN_TIMEOUT,
+ * TN_UNAVAILABLE, TN_CANCELED, ...) with @response NULL. */
+typedef void (*engine_op_cb)(struct engine_op *op,
+                             int rc,
+                             const Tn__Response *response);
+
+struct engine_op
+{
+    void *data;            /* user data */
+    Tn__Request *request;  /* borrowed until cb; body set by the user. The
+                              engine sets id, client_id and seq. */
+    bool mutating;         /* needs (client_id, seq) and the leader */
+    uint64_t deadline_ns;  /* absolute, leaseNow() clock */
+    engine_op_cb cb;
+
+    /* Set by the engine, readable in cb. */
+    uint64_t first_sent_ns;          /* 0: never written to a socket */
+    char errmsg[ENGINE_ERRMSG_SIZE]; /* why it failed ("" if it did not) */
+
+    /* private */
+    struct list link;
+    int state;
+    int fail_rc;           /* FAILED: the code to complete with */
+    uint64_t id;           /* request id of the latest send */
+    uint64_t seq;
+    unsigned attempts;
+    int last_status;       /* last retryable answer, or 0 */
+    bool reached;          /* some node answered it at least once */
+    uint64_t retry_at_ns;  /* DELAYED: when to move back to WAITING */
+};
+
+struct engine_config
+{
+    uint32_t connect_timeout_ms;
+    uint32_t max_frame;
+};
+
+struct conn;
+
+struct engine
+{
+    uv_loop_t *loop;
+    struct engine_config config;
+    struct endpoint *endpoints; /* owned */
+    size_t n_endpoints;
+    size_t next_endpoint;       /* round-robin cursor */
+    struct endpoint leader;     /* hint from NOT_LEADER / ClusterInfo */
+    bool has_leader;
+    struct conn *conn;          /* current connection, or NULL */
+    uint64_t client_id;
+    uint64_t next_seq;
+    uint64_t next_id;
+    struct list waiting;        /* ops to send when connected */
+    struct list sent;           /* ops on the wire */
+    struct list delayed;        /* ops backing off before a retry */
+    struct list failed;         /* ops to complete from the kick timer */
+    uv_timer_t deadline_timer;  /* fires at the earliest deadline */
+    uv_timer_t retry_timer;     /* delayed ops and reconnect backoff */
+    uv_timer_t kick_timer;      /* deferred completions */
+    uint64_t deadline_armed_ns; /* when deadline_timer fires; 0: idle */
+    uint64_t reconnect_at_ns;   /* no new connection before this */
+    unsigned failures;          /* connection attempts failed in a row */
+    uint64_t rand_state;        /* jitter */
+    char last_error[ENGINE_ERRMSG_SIZE]; /* last connection error */
+    bool closing;
+    int open_handles;
+    void (*close_cb)(struct engine *e);
+    void *data;
+};
+
+/* Initialise @e on @loop. Takes ownership of @endpoints (an array of @n
+ * from endpointParseList). @client_id must be non-zero. Returns 0 or a
+ * TN_* error (then @endpoints is still the caller's). */
+int engineInit(struct engine *e,
+               uv_loop_t *loop,
+               const struct engine_config *config,
+               struct endpoint *endpoints,
+               size_t n,
+               uint64_t client_id);
+
+/* Submit @op. Its callback fires exactly once, later (never from inside
+ * this call). Must not be called once engineClose() has been. */
+void engineSubmit(struct engine *e, struct engine_op *op);
+
+/* Complete every op with TN_CANCELED, close the connection and the timers,
+ * then call @cb (from the loop). */
+void engineClose(struct engine *e, void (*cb)(struct engine *e));
+
+/* A hint that @rpc ("host:port") is the leader (e.g. from ClusterInfo). */
+void engineLeaderHint(struct engine *e, const char *rpc);
+
+/* The label of the endpoint the current connection goes to, or NULL. */
+const char *engineCurrentEndpoint(const struct engine *e);
+
+/* A uniformly random number in [0, n) (n > 0) from the engine's generator
+ * (not for cryptography). */
+uint64_t engineRandom(struct engine *e, uint64_t n);
+
+#endif /* TN_CLIENT_ENGINE_H_ */
