@@ -182,7 +182,7 @@ struct http_exchange
     char *prefix;   /* owned */
     char *holder;   /* owned copy of the requester's holder name */
     uint64_t token; /* If-Match / fence token */
-    uint32_t wait_ms;
+    uint32_t wait_ms; /* > 0: the request waits (queue or long-poll) */
     json_t *json; /* owned: parsed body; req strings may borrow from it */
     Tn__Request req;
     union {
@@ -1427,6 +1427,24 @@ static void connFeed(struct http_conn *c, const char *data, size_t n)
     }
 }
 
+/* After EOF, requests that could wait for a long time (an acquire in the
+ * server's queue, a long-poll) are withdrawn: most likely nobody is left to
+ * read the answer (this is what nginx does on a client abort). Short
+ * requests are still answered, for clients that half-close. */
+static void connCancelWaiting(struct http_conn *c)
+{
+    struct http_server *s = c->srv;
+    tn_queue *q;
+
+    TN_QUEUE_FOREACH(q, &c->exchanges)
+    {
+        struct http_exchange *ex = TN_QUEUE_DATA(q, struct http_exchange, link);
+        if (ex->state == EX_DISPATCHED && ex->wait_ms > 0) {
+            s->backend.cancel(s->backend.data, &ex->dreq);
+        }
+    }
+}
+
 static void connReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 {
     struct http_conn *c = stream->data;
@@ -1449,6 +1467,8 @@ static void connReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
             }
             if (c->n_live == 0) {
                 connClose(c);
+            } else {
+                connCancelWaiting(c);
             }
         }
     }
@@ -2133,6 +2153,7 @@ static void routeGetLock(struct http_exchange *ex, const char *q, size_t qlen)
     }
     queryFree(params, 3);
     g->resource = ex->resource;
+    ex->wait_ms = g->wait_ms;
     ex->op = OP_GET_LOCK;
     ex->req.body_case = TN__REQUEST__BODY_GET_LOCK;
     ex->req.get_lock = g;
