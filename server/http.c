@@ -45,6 +45,11 @@
 #define MAX_WAIT_MS 600000u /* long-poll cap */
 #define MAX_LIST_LIMIT 100000u
 
+const double httpLatencyBounds[HTTP_LATENCY_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5,   1,      2.5,   5,    10,    30,    60,  300,
+};
+
 /* ------------------------------------------------------------ buffers */
 
 struct buf
@@ -183,6 +188,7 @@ struct http_exchange
     char *holder;   /* owned copy of the requester's holder name */
     uint64_t token; /* If-Match / fence token */
     uint32_t wait_ms; /* > 0: the request waits (queue or long-poll) */
+    uint64_t submitted_ns;
     json_t *json; /* owned: parsed body; req strings may borrow from it */
     Tn__Request req;
     union {
@@ -728,6 +734,7 @@ static void exchangeSend(struct http_exchange *ex,
     ex->state = EX_READY;
     if (status >= 100 && status < 600) {
         s->stats.responses[status / 100]++;
+        s->stats.codes[status]++;
     }
 }
 
@@ -1824,6 +1831,7 @@ static void exchangeSubmit(struct http_exchange *ex)
     ex->dreq.data = ex;
     ex->dreq.request = &ex->req;
     ex->dreq.cb = exchangeDispatchCb;
+    ex->submitted_ns = uv_hrtime();
     rv = s->backend.submit(s->backend.data, &ex->dreq);
     if (rv != 0) {
         exchangeHeaderf(ex, "Retry-After", "1");
@@ -2351,6 +2359,153 @@ static void routeHealth(struct http_exchange *ex, bool readiness)
     exchangeJson(ex, 503, NULL, o);
 }
 
+static const char *const opNames[HTTP_OP_COUNT] = {
+    "acquire", "renew",   "release",           "get",          "list",
+    "fence",   "cluster", "session_open", "session_keepalive", "session_close",
+};
+
+static const char *const statusNames[HTTP_STATUS_COUNT] = {
+    "ok",          "held",           "lock_delay",       "token_mismatch",
+    "lease_expired", "session_expired", "not_leader",    "no_quorum",
+    "commit_unknown", "invalid_argument", "rate_limited", "timeout",
+    "canceled",    "no_space",       "not_found",        "internal",
+};
+
+static void metricHead(struct buf *b,
+                       const char *name,
+                       const char *type,
+                       const char *help)
+{
+    bufPrintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metricEmit(void *ctx, const char *text, size_t len)
+{
+    bufAppend(ctx, text, len);
+}
+
+/* GET /metrics: the Prometheus text exposition format (version 0.0.4). */
+static void routeMetrics(struct http_exchange *ex)
+{
+    struct http_server *s = ex->conn->srv;
+    const struct http_stats *st = &s->stats;
+    struct dispatch_health h;
+    struct buf b = { 0 };
+    int op;
+    int i;
+
+    if (!methodCheck(ex, M_GET, "GET, HEAD")) {
+        return;
+    }
+    memset(&h, 0, sizeof h);
+    if (s->backend.health != NULL) {
+        s->backend.health(s->backend.data, &h);
+    }
+
+    metricHead(&b, "tenure_node_is_leader", "gauge",
+               "1 if this node is the Raft leader.");
+    bufPrintf(&b, "tenure_node_is_leader %d\n", h.is_leader ? 1 : 0);
+    metricHead(&b, "tenure_node_has_leader", "gauge",
+               "1 if this node knows a leader.");
+    bufPrintf(&b, "tenure_node_has_leader %d\n", h.has_leader ? 1 : 0);
+    metricHead(&b, "tenure_node_ready", "gauge",
+               "1 if this node knows a leader and has caught up.");
+    bufPrintf(&b, "tenure_node_ready %d\n", h.ready ? 1 : 0);
+    metricHead(&b, "tenure_raft_term", "gauge", "Current Raft term.");
+    bufPrintf(&b, "tenure_raft_term %" PRIu64 "\n", h.term);
+    metricHead(&b, "tenure_raft_commit_index", "gauge",
+               "Highest Raft index known to be committed.");
+    bufPrintf(&b, "tenure_raft_commit_index %" PRIu64 "\n", h.commit_index);
+    metricHead(&b, "tenure_raft_applied_index", "gauge",
+               "Highest Raft index applied to the lock table.");
+    bufPrintf(&b, "tenure_raft_applied_index %" PRIu64 "\n",
+              h.applied_index);
+
+    metricHead(&b, "tenure_http_connections_open", "gauge",
+               "Open HTTP connections.");
+    bufPrintf(&b, "tenure_http_connections_open %u\n", s->n_conns);
+    metricHead(&b, "tenure_http_connections_accepted_total", "counter",
+               "HTTP connections accepted.");
+    bufPrintf(&b, "tenure_http_connections_accepted_total %" PRIu64 "\n",
+              st->connections_accepted);
+    metricHead(&b, "tenure_http_connections_rejected_total", "counter",
+               "HTTP connections closed at once (over the connection limit).");
+    bufPrintf(&b, "tenure_http_connections_rejected_total %" PRIu64 "\n",
+              st->connections_rejected);
+    metricHead(&b, "tenure_http_parse_errors_total", "counter",
+               "Requests rejected as malformed, too large or too slow.");
+    bufPrintf(&b, "tenure_http_parse_errors_total %" PRIu64 "\n",
+              st->parse_errors);
+    metricHead(&b, "tenure_http_requests_in_flight", "gauge",
+               "HTTP requests submitted to the cluster and not answered.");
+    bufPrintf(&b, "tenure_http_requests_in_flight %" PRIu64 "\n",
+              st->in_flight);
+    metricHead(&b, "tenure_http_responses_total", "counter",
+               "HTTP responses by status code.");
+    for (i = 100; i < 600; i++) {
+        if (st->codes[i] != 0) {
+            bufPrintf(&b, "tenure_http_responses_total{code=\"%d\"} %" PRIu64
+                          "\n", i, st->codes[i]);
+        }
+    }
+    metricHead(&b, "tenure_http_conflicts_total", "counter",
+               "409 answers to acquires, by kind.");
+    bufPrintf(&b, "tenure_http_conflicts_total{kind=\"lock_held\"} %" PRIu64
+                  "\n", st->conflicts - st->lock_delay_hits);
+    bufPrintf(&b, "tenure_http_conflicts_total{kind=\"lock_delay\"} %" PRIu64
+                  "\n", st->lock_delay_hits);
+
+    metricHead(&b, "tenure_http_operations_total", "counter",
+               "Cluster answers to HTTP requests, by operation and outcome.");
+    for (op = 0; op < HTTP_OP_COUNT; op++) {
+        for (i = 0; i < HTTP_STATUS_COUNT; i++) {
+            bool main_op = op <= HTTP_OP_RELEASE && i == 0;
+            if (st->outcomes[op][i] != 0 || main_op) {
+                bufPrintf(&b, "tenure_http_operations_total{op=\"%s\","
+                              "outcome=\"%s\"} %" PRIu64 "\n",
+                          opNames[op], statusNames[i], st->outcomes[op][i]);
+            }
+        }
+    }
+    metricHead(&b, "tenure_http_operation_duration_seconds", "histogram",
+               "From submitting an HTTP request to the cluster to its "
+               "answer (includes queue waits and long-polls).");
+    for (op = 0; op < HTTP_OP_COUNT; op++) {
+        uint64_t cum = 0;
+        if (st->latency_count[op] == 0 && op > HTTP_OP_RELEASE) {
+            continue;
+        }
+        for (i = 0; i <= HTTP_LATENCY_BUCKETS; i++) {
+            cum += st->latency_buckets[op][i];
+            if (i < HTTP_LATENCY_BUCKETS) {
+                bufPrintf(&b,
+                          "tenure_http_operation_duration_seconds_bucket{"
+                          "op=\"%s\",le=\"%g\"} %" PRIu64 "\n",
+                          opNames[op], httpLatencyBounds[i], cum);
+            } else {
+                bufPrintf(&b,
+                          "tenure_http_operation_duration_seconds_bucket{"
+                          "op=\"%s\",le=\"+Inf\"} %" PRIu64 "\n",
+                          opNames[op], cum);
+            }
+        }
+        bufPrintf(&b,
+                  "tenure_http_operation_duration_seconds_sum{op=\"%s\"} "
+                  "%.6f\n",
+                  opNames[op], st->latency_sum[op]);
+        bufPrintf(&b,
+                  "tenure_http_operation_duration_seconds_count{op=\"%s\"} "
+                  "%" PRIu64 "\n",
+                  opNames[op], st->latency_count[op]);
+    }
+    if (s->backend.metrics != NULL) {
+        s->backend.metrics(s->backend.data, metricEmit, &b);
+    }
+    exchangeSend(ex, 200, "text/plain; version=0.0.4; charset=utf-8",
+                 bufStr(&b), b.len);
+    bufFree(&b);
+}
+
 static int parseSessionId(struct http_exchange *ex,
                           const char *raw,
                           size_t len,
@@ -2535,6 +2690,8 @@ static void exchangeRoute(struct http_exchange *ex)
         routeSessions(ex, qlen);
     } else if (pathHasPrefix(path, plen, "/v1/sessions/")) {
         routeSession(ex, path + 13, plen - 13, qlen);
+    } else if (pathIs(path, plen, "/metrics")) {
+        routeMetrics(ex);
     } else if (pathIs(path, plen, "/healthz")) {
         routeHealth(ex, false);
     } else if (pathIs(path, plen, "/readyz")) {
@@ -2715,6 +2872,7 @@ static void answerConflict(struct http_exchange *ex,
 
     s->stats.conflicts++;
     if (delay) {
+        s->stats.lock_delay_hits++;
         snprintf(detail, sizeof detail,
                  "%s was freed by an expiry and is in lock-delay for another "
                  "%" PRIu64 " ms",
@@ -3205,6 +3363,49 @@ static void exchangeAnswer(struct http_exchange *ex, const Tn__Response *r)
     answerFailure(ex, r);
 }
 
+static int opIndex(enum ex_op op)
+{
+    switch (op) {
+    case OP_ACQUIRE: return HTTP_OP_ACQUIRE;
+    case OP_RENEW: return HTTP_OP_RENEW;
+    case OP_RELEASE: return HTTP_OP_RELEASE;
+    case OP_GET_LOCK: return HTTP_OP_GET;
+    case OP_LIST: return HTTP_OP_LIST;
+    case OP_FENCE: return HTTP_OP_FENCE;
+    case OP_CLUSTER: return HTTP_OP_CLUSTER;
+    case OP_SESSION_OPEN: return HTTP_OP_SESSION_OPEN;
+    case OP_SESSION_KEEPALIVE: return HTTP_OP_SESSION_KEEPALIVE;
+    case OP_SESSION_CLOSE: return HTTP_OP_SESSION_CLOSE;
+    default: return -1;
+    }
+}
+
+static void statsRecord(struct http_server *s,
+                        const struct http_exchange *ex,
+                        const Tn__Response *r)
+{
+    int op = opIndex(ex->op);
+    double secs = (double)(uv_hrtime() - ex->submitted_ns) / 1e9;
+    int status = r != NULL ? (int)r->status : TN__STATUS__INTERNAL;
+    int b;
+
+    if (op < 0) {
+        return;
+    }
+    if (status < 0 || status >= HTTP_STATUS_COUNT) {
+        status = TN__STATUS__INTERNAL;
+    }
+    s->stats.outcomes[op][status]++;
+    for (b = 0; b < HTTP_LATENCY_BUCKETS; b++) {
+        if (secs <= httpLatencyBounds[b]) {
+            break;
+        }
+    }
+    s->stats.latency_buckets[op][b]++;
+    s->stats.latency_sum[op] += secs;
+    s->stats.latency_count[op]++;
+}
+
 static void exchangeDispatchCb(struct dispatch_req *dreq,
                                const Tn__Response *r)
 {
@@ -3214,6 +3415,7 @@ static void exchangeDispatchCb(struct dispatch_req *dreq,
 
     c->n_dispatched--;
     s->stats.in_flight--;
+    statsRecord(s, ex, r);
     if (c->closing) {
         exchangeFree(ex);
         connMaybeFree(c);

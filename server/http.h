@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <uv.h>
 
@@ -30,13 +31,20 @@
  * submit: same contract as dispatchSubmit(): 0 means req->cb fires exactly
  *   once, later, never from inside submit; non-zero means it never fires.
  * cancel: same contract as dispatchCancel().
- * health: same contract as dispatchHealth() (synchronous, cheap). */
+ * health: same contract as dispatchHealth() (synchronous, cheap).
+ * metrics: optional (NULL). Called synchronously while GET /metrics is
+ *   answered; appends the node's own metrics (sessions, locks held,
+ *   expiries, leader changes...) in the Prometheus text format (HELP and
+ *   TYPE lines included, names prefixed tenure_, each ending with a newline)
+ *   by calling @emit as often as it likes. */
+typedef void (*http_emit_fn)(void *ctx, const char *text, size_t len);
 struct http_backend
 {
     void *data;
     int (*submit)(void *data, struct dispatch_req *req);
     void (*cancel)(void *data, struct dispatch_req *req);
     void (*health)(void *data, struct dispatch_health *out);
+    void (*metrics)(void *data, http_emit_fn emit, void *ctx);
 };
 
 /* Log hook: one complete key=value line per event, without a newline, e.g.
@@ -67,7 +75,28 @@ struct http_config
 
 void httpConfigDefaults(struct http_config *c);
 
-/* Counters for /metrics (issue 5). Read with httpServerStats(). */
+/* Operations the shim submits, for per-operation counters. */
+enum http_op {
+    HTTP_OP_ACQUIRE,
+    HTTP_OP_RENEW,
+    HTTP_OP_RELEASE,
+    HTTP_OP_GET,
+    HTTP_OP_LIST,
+    HTTP_OP_FENCE,
+    HTTP_OP_CLUSTER,
+    HTTP_OP_SESSION_OPEN,
+    HTTP_OP_SESSION_KEEPALIVE,
+    HTTP_OP_SESSION_CLOSE,
+    HTTP_OP_COUNT
+};
+
+#define HTTP_STATUS_COUNT 16 /* Tn__Status values 0..15 */
+#define HTTP_LATENCY_BUCKETS 16
+
+/* Upper bounds (seconds) of the latency histogram buckets, then +Inf. */
+extern const double httpLatencyBounds[HTTP_LATENCY_BUCKETS];
+
+/* Counters for /metrics. Read with httpServerStats(). */
 struct http_stats
 {
     uint64_t connections_accepted;
@@ -76,8 +105,17 @@ struct http_stats
     uint64_t requests;             /* complete requests parsed */
     uint64_t in_flight;            /* submitted to the backend, not answered */
     uint64_t responses[6];         /* by class: [1]=1xx .. [5]=5xx */
+    uint64_t codes[600];           /* by status code */
     uint64_t conflicts;            /* 409 lock-held / lock-delay */
-    uint64_t parse_errors;         /* malformed HTTP, 413, 414, 431 */
+    uint64_t lock_delay_hits;      /* 409 lock-delay */
+    uint64_t parse_errors;         /* malformed HTTP, 408, 413, 414, 431 */
+    /* dispatch answers by operation and Tn__Status */
+    uint64_t outcomes[HTTP_OP_COUNT][HTTP_STATUS_COUNT];
+    /* submit → answer, per operation: cumulative-free bucket counts (the
+     * last one is +Inf), sum in seconds, count */
+    uint64_t latency_buckets[HTTP_OP_COUNT][HTTP_LATENCY_BUCKETS + 1];
+    double latency_sum[HTTP_OP_COUNT];
+    uint64_t latency_count[HTTP_OP_COUNT];
 };
 
 struct http_server;
@@ -186,6 +224,7 @@ static inline void httpDispatchHealth_(void *data,
 static inline void httpBackendFromDispatch(struct http_backend *b,
                                            struct dispatch *d)
 {
+    memset(b, 0, sizeof *b); /* metrics (and future hooks) stay NULL */
     b->data = d;
     b->submit = httpDispatchSubmit_;
     b->cancel = httpDispatchCancel_;

@@ -461,6 +461,15 @@ static void fakeHealth(void *data, struct dispatch_health *out)
     out->applied_index = 118;
 }
 
+static void fakeMetrics(void *data, http_emit_fn emit, void *ctx)
+{
+    static const char text[] = "# HELP tenure_sessions Open sessions.\n"
+                               "# TYPE tenure_sessions gauge\n"
+                               "tenure_sessions 3\n";
+    (void)data;
+    emit(ctx, text, sizeof text - 1);
+}
+
 static void captureLog(void *data, int level, const char *line)
 {
     struct fixture *f = data;
@@ -515,6 +524,7 @@ static int setUpWith(void **state, void (*tweak)(struct http_config *))
     b.submit = fakeSubmit;
     b.cancel = fakeCancel;
     b.health = fakeHealth;
+    b.metrics = fakeMetrics;
     httpConfigDefaults(&f->cfg);
     f->cfg.log = captureLog;
     f->cfg.log_data = f;
@@ -1029,7 +1039,8 @@ static void badAddress(void **state)
 {
     uv_loop_t loop;
     struct http_server s;
-    struct http_backend b = { NULL, fakeSubmit, fakeCancel, fakeHealth };
+    struct http_backend b = { NULL, fakeSubmit, fakeCancel, fakeHealth,
+                              NULL };
     (void)state;
 
     assert_int_equal(uv_loop_init(&loop), 0);
@@ -1674,6 +1685,106 @@ static void backendRefuses(void **state)
     setFlag(f, &f->refuse, false);
 }
 
+/* Check the Prometheus text format: every sample belongs to a family
+ * announced by HELP and TYPE lines just before, names are well-formed,
+ * values parse. */
+static void checkExposition(const char *text)
+{
+    char family[128] = "";
+    char type[32] = "";
+    const char *line = text;
+
+    while (*line != '\0') {
+        const char *end = strchr(line, '\n');
+        char l[512];
+        size_t n;
+
+        assert_non_null(end); /* every line ends with a newline */
+        n = (size_t)(end - line);
+        assert_true(n < sizeof l);
+        memcpy(l, line, n);
+        l[n] = '\0';
+        if (strncmp(l, "# HELP ", 7) == 0) {
+            assert_int_equal(sscanf(l + 7, "%127s", family), 1);
+            type[0] = '\0';
+        } else if (strncmp(l, "# TYPE ", 7) == 0) {
+            char name[128];
+            assert_int_equal(sscanf(l + 7, "%127s %31s", name, type), 2);
+            assert_string_equal(name, family);
+            assert_true(strcmp(type, "counter") == 0 ||
+                        strcmp(type, "gauge") == 0 ||
+                        strcmp(type, "histogram") == 0);
+            if (strcmp(type, "counter") == 0) {
+                assert_non_null(strstr(family, "_total"));
+            }
+        } else {
+            char name[128];
+            size_t k = 0;
+            const char *v;
+            char *vend;
+            while (l[k] != '\0' && l[k] != '{' && l[k] != ' ') {
+                assert_true((l[k] >= 'a' && l[k] <= 'z') || l[k] == '_' ||
+                            (l[k] >= '0' && l[k] <= '9'));
+                k++;
+            }
+            memcpy(name, l, k);
+            name[k] = '\0';
+            assert_true(type[0] != '\0');
+            if (strcmp(type, "histogram") == 0) {
+                assert_true(strncmp(name, family, strlen(family)) == 0);
+            } else {
+                assert_string_equal(name, family);
+            }
+            v = strrchr(l, ' ');
+            assert_non_null(v);
+            strtod(v + 1, &vend);
+            assert_true(*vend == '\0' && vend != v + 1);
+        }
+        line = end + 1;
+    }
+}
+
+/* GET /metrics: shim counters, Raft facts and the backend's own metrics. */
+static void metrics(void **state)
+{
+    struct fixture *f = *state;
+    struct tresp r;
+
+    assert_int_equal(oneShot(f, "PUT", "/v1/locks/m", NULL, BODY_A, &r), 201);
+    respFree(&r);
+    assert_int_equal(oneShot(f, "PUT", "/v1/locks/busy", NULL, BODY_A, &r),
+                     409);
+    respFree(&r);
+    assert_int_equal(oneShot(f, "PUT", "/v1/locks/delay", NULL, BODY_A, &r),
+                     409);
+    respFree(&r);
+
+    assert_int_equal(oneShot(f, "GET", "/metrics", NULL, NULL, &r), 200);
+    assert_string_equal(hdr(&r, "Content-Type"),
+                        "text/plain; version=0.0.4; charset=utf-8");
+    checkExposition(r.body);
+    assert_non_null(strstr(r.body, "tenure_raft_term 4\n"));
+    assert_non_null(strstr(r.body, "tenure_raft_commit_index 120\n"));
+    assert_non_null(strstr(r.body, "tenure_node_ready 1\n"));
+    assert_non_null(strstr(r.body, "tenure_http_operations_total{op=\"acquire\","
+                                   "outcome=\"ok\"} 1\n"));
+    assert_non_null(strstr(r.body, "tenure_http_operations_total{op=\"acquire\","
+                                   "outcome=\"held\"} 1\n"));
+    assert_non_null(strstr(r.body, "tenure_http_operations_total{op=\"release\","
+                                   "outcome=\"ok\"} 0\n"));
+    assert_non_null(
+        strstr(r.body, "tenure_http_conflicts_total{kind=\"lock_held\"} 1\n"));
+    assert_non_null(
+        strstr(r.body, "tenure_http_conflicts_total{kind=\"lock_delay\"} 1\n"));
+    assert_non_null(strstr(r.body, "tenure_http_responses_total{code=\"201\"} 1\n"));
+    assert_non_null(strstr(r.body, "tenure_http_operation_duration_seconds_bucket{"
+                                   "op=\"acquire\",le=\"+Inf\"} 3\n"));
+    assert_non_null(strstr(r.body, "tenure_http_operation_duration_seconds_count{"
+                                   "op=\"acquire\"} 3\n"));
+    assert_non_null(strstr(r.body, "tenure_sessions 3\n"));
+    respFree(&r);
+}
+
 /* ================================================ connection handling */
 
 /* Keep-alive: several requests one after the other on one connection. */
@@ -2110,6 +2221,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(fence, setUp, tearDown),
         cmocka_unit_test_setup_teardown(routing, setUp, tearDown),
         cmocka_unit_test_setup_teardown(backendRefuses, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(metrics, setUp, tearDown),
         cmocka_unit_test_setup_teardown(keepAlive, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelinedInOrder, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelineBackpressure,
