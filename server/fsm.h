@@ -17,6 +17,14 @@
 
 #include "tenure.pb-c.h"
 
+/* Limits on the text fields of commands (bytes). Resource IDs must be
+ * 1..FSM_RESOURCE_MAX bytes of valid UTF-8 without control characters (C0,
+ * DEL, C1); holder names 0..FSM_HOLDER_MAX bytes with the same rules;
+ * member addresses 0..FSM_ADDRESS_MAX. */
+#define FSM_RESOURCE_MAX 512
+#define FSM_HOLDER_MAX 256
+#define FSM_ADDRESS_MAX 256
+
 /* Configuration of the state machine. Must be identical on every replica
  * (the values become part of the replicated behaviour). */
 struct fsm_config
@@ -102,6 +110,11 @@ struct fsm
 int fsmInit(struct fsm *f, const struct fsm_config *config);
 void fsmClose(struct fsm *f);
 
+/* Check a resource ID the way Acquire/Release/Renew do, so that front ends
+ * can answer 400 before proposing anything. Returns true if valid; else sets
+ * *message (if not NULL) to a static string naming the problem. */
+bool fsmResourceValid(const char *resource, size_t len, const char **message);
+
 /* Apply one batch committed at Raft @index. Writes one result per command
  * into @results (batch->n_commands entries). Never fails: a malformed
  * command gets INVALID_ARGUMENT. Fencing tokens granted by this entry are
@@ -178,7 +191,8 @@ bool fsmLockGet(const struct fsm *f,
                 struct fsm_lock_view *out);
 
 /* Calls @cb for each resource whose name starts with @prefix, in byte
- * order; stops if cb returns non-zero. */
+ * order; stops if cb returns non-zero. The view (and its holders array) is
+ * valid only during the callback. */
 void fsmLockForEach(const struct fsm *f,
                     const char *prefix,
                     size_t prefix_len,
@@ -190,6 +204,20 @@ bool fsmMemberGet(const struct fsm *f,
                   uint64_t id,
                   const char **rpc_address,
                   const char **http_address);
+
+struct fsm_member_view
+{
+    uint64_t id;
+    const char *raft_address;
+    const char *rpc_address;
+    const char *http_address;
+};
+
+/* Calls @cb for each recorded member in id order; stops if cb returns
+ * non-zero. */
+void fsmMemberForEach(const struct fsm *f,
+                      int (*cb)(void *data, const struct fsm_member_view *m),
+                      void *data);
 
 /* Counters for metrics. */
 struct fsm_stats
