@@ -2337,6 +2337,8 @@ static void routeHealth(struct http_exchange *ex, bool readiness)
         return;
     }
     o = healthJson(ex->conn->srv, &h);
+    /* The status page of any node probes every member's health. */
+    exchangeHeaderf(ex, "Access-Control-Allow-Origin", "*");
     if (!readiness) {
         exchangeJson(ex, 200, NULL, o);
         return;
@@ -2504,6 +2506,140 @@ static void routeMetrics(struct http_exchange *ex)
     exchangeSend(ex, 200, "text/plain; version=0.0.4; charset=utf-8",
                  bufStr(&b), b.len);
     bufFree(&b);
+}
+
+/* GET /: a small status page (members and their health, leader, locks
+ * held, most contended resources), refreshing itself. Plain HTML, CSS and
+ * JS; every value is inserted with textContent (holder names are user
+ * input). It works from any node: the data comes from this node's API,
+ * member health from each member's /healthz (which allows CORS). */
+static const char statusPage[] =
+    "<!doctype html>\n"
+    "<html lang=\"en\">\n"
+    "<head>\n"
+    "<meta charset=\"utf-8\">\n"
+    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+    "<title>tenure</title>\n"
+    "<style>\n"
+    "body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }\n"
+    "h1 { font-size: 1.4em; margin: 0 0 .2em; }\n"
+    "h2 { font-size: 1.1em; margin: 1.4em 0 .4em; }\n"
+    "table { border-collapse: collapse; min-width: 40em; }\n"
+    "th, td { text-align: left; padding: .25em .8em .25em 0; border-bottom: 1px solid #ddd; }\n"
+    "th { font-weight: 600; color: #555; }\n"
+    "code, td.mono { font-family: ui-monospace, monospace; }\n"
+    ".ok { color: #17803d; } .bad { color: #b42318; } .warn { color: #b54708; }\n"
+    ".muted { color: #777; }\n"
+    "#error { color: #b42318; }\n"
+    "</style>\n"
+    "</head>\n"
+    "<body>\n"
+    "<h1>tenure</h1>\n"
+    "<div id=\"summary\" class=\"muted\">loading…</div>\n"
+    "<div id=\"error\"></div>\n"
+    "<h2>Members</h2>\n"
+    "<table><thead><tr><th>id</th><th>role</th><th>raft</th><th>rpc</th><th>http</th><th>health</th></tr></thead>\n"
+    "<tbody id=\"members\"></tbody></table>\n"
+    "<h2>Locks held</h2>\n"
+    "<table><thead><tr><th>resource</th><th>state</th><th>mode</th><th>holder</th><th>token</th><th>time left</th><th>queue</th></tr></thead>\n"
+    "<tbody id=\"locks\"></tbody></table>\n"
+    "<h2>Most contended</h2>\n"
+    "<div id=\"contention\" class=\"muted\">not available on this node</div>\n"
+    "<p class=\"muted\">Refreshes every 2 s. API: <code>/v1/cluster</code>, <code>/v1/locks</code>, <code>/metrics</code>.</p>\n"
+    "<script>\n"
+    "\"use strict\";\n"
+    "function el(tag, text, cls) {\n"
+    "  var e = document.createElement(tag);\n"
+    "  if (text !== undefined && text !== null) e.textContent = String(text);\n"
+    "  if (cls) e.className = cls;\n"
+    "  return e;\n"
+    "}\n"
+    "function row(cells) {\n"
+    "  var tr = document.createElement(\"tr\");\n"
+    "  cells.forEach(function (c) { tr.appendChild(c instanceof Node ? c : el(\"td\", c)); });\n"
+    "  return tr;\n"
+    "}\n"
+    "function fill(id, rows) {\n"
+    "  var t = document.getElementById(id);\n"
+    "  while (t.firstChild) t.removeChild(t.firstChild);\n"
+    "  rows.forEach(function (r) { t.appendChild(r); });\n"
+    "}\n"
+    "function getJSON(url) {\n"
+    "  return fetch(url, { cache: \"no-store\" }).then(function (r) {\n"
+    "    if (!r.ok) throw new Error(url + \": HTTP \" + r.status);\n"
+    "    return r.json();\n"
+    "  });\n"
+    "}\n"
+    "function health(m, td) {\n"
+    "  if (!m.http_address) { td.textContent = \"?\"; return; }\n"
+    "  fetch(\"http://\" + m.http_address + \"/healthz\", { cache: \"no-store\" })\n"
+    "    .then(function (r) { return r.json(); })\n"
+    "    .then(function (h) {\n"
+    "      td.textContent = h.ready ? \"ready\" : (h.has_leader ? \"catching up\" : \"no leader\");\n"
+    "      td.className = h.ready ? \"ok\" : \"warn\";\n"
+    "    })\n"
+    "    .catch(function () { td.textContent = \"unreachable\"; td.className = \"bad\"; });\n"
+    "}\n"
+    "function secs(ms) { return ms < 0 ? \"?\" : (ms / 1000).toFixed(1) + \" s\"; }\n"
+    "function refresh() {\n"
+    "  getJSON(\"/v1/cluster\")\n"
+    "  .then(function (c) {\n"
+    "    document.getElementById(\"error\").textContent = \"\";\n"
+    "    document.getElementById(\"summary\").textContent =\n"
+    "      \"node \" + c.node_id + \" (\" + c.state + \") · leader \" +\n"
+    "      (c.leader_id === null ? \"none\" : c.leader_id + \" at \" + c.leader_http) +\n"
+    "      \" · term \" + c.term + \" · commit \" + c.commit_index + \" · applied \" + c.applied_index;\n"
+    "    fill(\"members\", c.members.map(function (m) {\n"
+    "      var h = el(\"td\", \"…\");\n"
+    "      health(m, h);\n"
+    "      return row([el(\"td\", m.id + (m.leader ? \" ★\" : \"\")), m.role, el(\"td\", m.raft_address, \"mono\"),\n"
+    "                  el(\"td\", m.rpc_address, \"mono\"), el(\"td\", m.http_address, \"mono\"), h]);\n"
+    "    }));\n"
+    "  }).catch(function (e) { document.getElementById(\"error\").textContent = String(e); });\n"
+    "  getJSON(\"/v1/locks?consistency=stale&limit=500\").then(function (l) {\n"
+    "    var rows = l.locks.filter(function (k) { return k.state !== \"free\"; }).map(function (k) {\n"
+    "      var h = k.holders[0] || {};\n"
+    "      var left = h.expires_in_ms;\n"
+    "      return row([el(\"td\", k.resource, \"mono\"), el(\"td\", k.state, k.state === \"held\" ? \"ok\" : \"warn\"), k.mode,\n"
+    "                  (k.holders.length > 1 ? k.holders.length + \" holders\" : (h.holder || \"\")),\n"
+    "                  el(\"td\", k.token === null ? \"\" : k.token, \"mono\"),\n"
+    "                  left === undefined ? \"\" : secs(left), k.queue_len]);\n"
+    "    });\n"
+    "    if (rows.length === 0) rows = [row([el(\"td\", \"no locks held\", \"muted\")])];\n"
+    "    fill(\"locks\", rows);\n"
+    "  }).catch(function (e) { document.getElementById(\"error\").textContent = String(e); });\n"
+    "  getJSON(\"/v1/stats/contention?top=10\").then(function (s) {\n"
+    "    var box = document.getElementById(\"contention\");\n"
+    "    var t = el(\"table\");\n"
+    "    var head = row([el(\"th\", \"resource\"), el(\"th\", \"conflicts\"), el(\"th\", \"waiters\"),\n"
+    "                    el(\"th\", \"wait p50/p99\"), el(\"th\", \"hold p50/p99\")]);\n"
+    "    t.appendChild(head);\n"
+    "    (s.resources || []).forEach(function (r) {\n"
+    "      t.appendChild(row([el(\"td\", r.resource, \"mono\"), r.conflicts, r.waiters,\n"
+    "                         secs(r.wait_p50_ms) + \" / \" + secs(r.wait_p99_ms),\n"
+    "                         secs(r.hold_p50_ms) + \" / \" + secs(r.hold_p99_ms)]));\n"
+    "    });\n"
+    "    box.textContent = \"\";\n"
+    "    box.className = \"\";\n"
+    "    box.appendChild(t);\n"
+    "  }).catch(function () {});\n"
+    "}\n"
+    "refresh();\n"
+    "setInterval(refresh, 2000);\n"
+    "</script>\n"
+    "</body>\n"
+    "</html>\n";
+
+static void routeStatusPage(struct http_exchange *ex)
+{
+    if (!methodCheck(ex, M_GET, "GET, HEAD")) {
+        return;
+    }
+    exchangeHeaderf(ex, "Content-Security-Policy",
+                    "default-src 'self'; connect-src *; "
+                    "script-src 'unsafe-inline'; style-src 'unsafe-inline'");
+    exchangeSend(ex, 200, "text/html; charset=utf-8", statusPage,
+                 sizeof statusPage - 1);
 }
 
 static int parseSessionId(struct http_exchange *ex,
@@ -2690,6 +2826,8 @@ static void exchangeRoute(struct http_exchange *ex)
         routeSessions(ex, qlen);
     } else if (pathHasPrefix(path, plen, "/v1/sessions/")) {
         routeSession(ex, path + 13, plen - 13, qlen);
+    } else if (pathIs(path, plen, "/")) {
+        routeStatusPage(ex);
     } else if (pathIs(path, plen, "/metrics")) {
         routeMetrics(ex);
     } else if (pathIs(path, plen, "/healthz")) {

@@ -1785,6 +1785,24 @@ static void metrics(void **state)
     respFree(&r);
 }
 
+/* GET / serves the status page; /healthz allows cross-origin reads so
+ * that the page of any node can probe every member. */
+static void statusPage(void **state)
+{
+    struct fixture *f = *state;
+    struct tresp r;
+
+    assert_int_equal(oneShot(f, "GET", "/", NULL, NULL, &r), 200);
+    assert_string_equal(hdr(&r, "Content-Type"), "text/html; charset=utf-8");
+    assert_non_null(strstr(r.body, "<title>tenure</title>"));
+    assert_non_null(strstr(r.body, "/v1/cluster"));
+    assert_null(strstr(r.body, "innerHTML"));
+    respFree(&r);
+    assert_int_equal(oneShot(f, "GET", "/healthz", NULL, NULL, &r), 200);
+    assert_string_equal(hdr(&r, "Access-Control-Allow-Origin"), "*");
+    respFree(&r);
+}
+
 /* ================================================ connection handling */
 
 /* Keep-alive: several requests one after the other on one connection. */
@@ -2222,6 +2240,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(routing, setUp, tearDown),
         cmocka_unit_test_setup_teardown(backendRefuses, setUp, tearDown),
         cmocka_unit_test_setup_teardown(metrics, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(statusPage, setUp, tearDown),
         cmocka_unit_test_setup_teardown(keepAlive, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelinedInOrder, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelineBackpressure,
