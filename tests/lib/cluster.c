@@ -295,6 +295,7 @@ static int clusterSpawn(struct tn_cluster *c, int i)
     node->pid = pid;
     node->starts++;
     node->exit_note[0] = '\0';
+    node->exit_status = -1;
     return 0;
 }
 
@@ -328,6 +329,7 @@ bool clusterRunning(struct tn_cluster *c, int i)
                  "node %d (pid %d) exited on its own: %s", clusterNodeId(i),
                  (int)node->pid, what);
         fprintf(stderr, "cluster: %s\n", node->exit_note);
+        node->exit_status = status;
         c->failed = true;
     }
     node->pid = 0;
@@ -716,7 +718,10 @@ static int clusterStartOnce(struct tn_cluster *c, bool *retry)
     for (int i = 0; i < c->n; i++) {
         int left = (int)(deadline - clusterNowMs());
         if (clusterWaitHealthy(c, i, left > 0 ? left : 1) != 0) {
-            *retry = c->nodes[i].pid == 0; /* it exited */
+            /* Exited with an error (not a crash): maybe a port clash. */
+            int st = c->nodes[i].exit_status;
+            *retry = c->nodes[i].pid == 0 && st != -1 && WIFEXITED(st) &&
+                     WEXITSTATUS(st) != 0;
             return -1;
         }
     }
@@ -739,9 +744,21 @@ int clusterStartWith(struct tn_cluster *c,
         }
         c->extra_args[e] = extra_args[e];
     }
+    /* Default: the directory of the test binary, which is the build dir. */
+    char self[CLUSTER_PATH_SIZE] = "build";
     const char *bin = getenv("TENURE_BIN_DIR");
     if (bin == NULL || *bin == '\0') {
-        bin = "build";
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n > 0) {
+            self[n] = '\0';
+            char *slash = strrchr(self, '/');
+            if (slash != NULL) {
+                *slash = '\0';
+            }
+        } else {
+            snprintf(self, sizeof self, "build");
+        }
+        bin = self;
     }
     int len = snprintf(c->tenured, sizeof c->tenured, "%s/tenured", bin);
     if (len < 0 || (size_t)len >= sizeof c->tenured) {

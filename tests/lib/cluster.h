@@ -13,7 +13,8 @@
  *   clusterDestroy(c);   // in teardown; dumps node logs unless passed
  *
  * Environment:
- *   TENURE_BIN_DIR        where tenured is (set by ctest; default "build")
+ *   TENURE_BIN_DIR        where tenured is (set by ctest; default: the
+ *                         directory of the test binary)
  *   TENURE_TEST_LOG_LEVEL --log-level for the daemons (default "info")
  *   TENURE_KEEP_CLUSTER=1 keep the temp dir (data and logs) after destroy
  *   TENURE_DUMP_LOGS=1    dump the node logs on destroy even after a pass */
@@ -37,6 +38,7 @@ struct tn_cluster_node
     char data_dir[CLUSTER_PATH_SIZE];  /* --data */
     char log_path[CLUSTER_PATH_SIZE];  /* stdout and stderr, appended */
     char exit_note[192];               /* how it last exited on its own */
+    int exit_status;                   /* its wait status then, or -1 */
 };
 
 struct tn_cluster
@@ -56,8 +58,9 @@ struct tn_cluster
 /* Zeroes C, picks free ports, makes a fresh temp dir, starts N_NODES
  * daemons (1 <= n_nodes <= CLUSTER_MAX_NODES) bootstrapped with each other
  * as initial voters, and waits (bounded) until every /healthz answers 200.
- * When a node exits during start-up (e.g. a port was taken meanwhile) the
- * whole start is retried with new ports, up to 3 times.
+ * When a node exits with an error status during start-up (e.g. a port was
+ * taken meanwhile) the whole start is retried with new ports, up to 3 times;
+ * a crash (signal) is not retried.
  * Returns 0, or -1 with c->errmsg (call clusterDestroy() either way). */
 int clusterStart(struct tn_cluster *c, int n_nodes);
 
