@@ -1754,6 +1754,28 @@ static int exchangeBody(struct http_exchange *ex, const char *const *allowed)
     return 0;
 }
 
+/* A string field that contains control characters (or a NUL, which C
+ * strings cannot carry) is malformed: 400 before any range check. Returns
+ * 0, or -1 after answering. */
+static int stringFieldClean(struct http_exchange *ex, const char *field)
+{
+    const json_t *v = json_object_get(ex->json, field);
+    const char *why;
+
+    if (!json_is_string(v)) {
+        return 0;
+    }
+    why = httpResourceInvalid(json_string_value(v), json_string_length(v));
+    if (why != NULL && json_string_length(v) > 0 &&
+        strcmp(why, "contains a control character") == 0) {
+        exchangeProblemf(ex, 400, "invalid-request", field,
+                         "field '%s' must not contain control characters",
+                         field);
+        return -1;
+    }
+    return 0;
+}
+
 /* Report a jsonGet*() failure. Returns true when the field is usable
  * (present or absent). */
 static bool fieldOk(struct http_exchange *ex,
@@ -1900,7 +1922,7 @@ static void routeAcquire(struct http_exchange *ex)
     enum json_get trc;
     char range[64];
 
-    if (exchangeBody(ex, keys) != 0) {
+    if (exchangeBody(ex, keys) != 0 || stringFieldClean(ex, "holder") != 0) {
         return;
     }
     snprintf(range, sizeof range, "1..%u bytes", cfg->max_holder_bytes);
@@ -1947,12 +1969,6 @@ static void routeAcquire(struct http_exchange *ex)
             json_object_set_new(p, "field", json_string("permits"));
         }
         exchangeProblem(ex, 422, p);
-        return;
-    }
-    if (holder != NULL && httpResourceInvalid(holder, strlen(holder)) != NULL) {
-        exchangeProblemf(ex, 400, "invalid-request", "holder",
-                         "holder must be printable UTF-8 without control "
-                         "characters");
         return;
     }
     if (session == 0 && holder == NULL) {
@@ -2693,7 +2709,7 @@ static void routeSessions(struct http_exchange *ex, size_t qlen)
                          "POST /v1/sessions takes no query parameters");
         return;
     }
-    if (exchangeBody(ex, keys) != 0) {
+    if (exchangeBody(ex, keys) != 0 || stringFieldClean(ex, "holder") != 0) {
         return;
     }
     snprintf(range, sizeof range, "1..%u bytes", cfg->max_holder_bytes);
@@ -2710,12 +2726,6 @@ static void routeSessions(struct http_exchange *ex, size_t qlen)
     if (holder == NULL) {
         exchangeProblemf(ex, 400, "invalid-request", "holder",
                          "field 'holder' is required");
-        return;
-    }
-    if (httpResourceInvalid(holder, strlen(holder)) != NULL) {
-        exchangeProblemf(ex, 400, "invalid-request", "holder",
-                         "holder must be printable UTF-8 without control "
-                         "characters");
         return;
     }
     if (trc == JSON_GET_ABSENT) {
@@ -3042,7 +3052,9 @@ static void answerConflict(struct http_exchange *ex,
             json_t *hs = json_array();
             jsonSetStr(p, "mode", modeName(l->mode));
             json_object_set_new(p, "queue_len", json_integer(l->queue_len));
-            jsonSetU64(p, "generation", l->generation);
+            if (l->generation != 0) {
+                jsonSetU64(p, "generation", l->generation);
+            }
             for (i = 0; hs != NULL && i < l->n_holders; i++) {
                 json_array_append_new(hs, holderJson(l->holders[i]));
             }

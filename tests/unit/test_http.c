@@ -1360,6 +1360,8 @@ static void badBodies(void **state)
         { "{\"ttl_ms\":1000}", 400, "holder" },
         { "", 400, "holder" },
         { "{\"holder\":\"a\\u0001\"}", 400, "holder" },
+        { "{\"holder\":\"a\\u0000b\"}", 400, "body" }, /* jansson */
+        { "{\"holder\":\"a\\u0085\"}", 400, "holder" },
         { "{\"holder\":\"a\",\"ttl_ms\":-1}", 422, "ttl_ms" },
         { "{\"holder\":\"a\",\"ttl_ms\":0}", 422, "ttl_ms" },
         { "{\"holder\":\"a\",\"ttl_ms\":4294967296}", 422, "ttl_ms" },
