@@ -2658,6 +2658,79 @@ static void routeStatusPage(struct http_exchange *ex)
                  sizeof statusPage - 1);
 }
 
+#define MAX_CONTENTION_TOP 100
+
+/* GET /v1/stats/contention?top=N (default 10, at most 100). */
+static void routeContention(struct http_exchange *ex, const char *q,
+                            size_t qlen)
+{
+    struct http_server *s = ex->conn->srv;
+    struct qparam params[] = { { "top", NULL } };
+    struct http_contention top[MAX_CONTENTION_TOP];
+    uint64_t n = 10;
+    size_t got;
+    size_t i;
+    json_t *o;
+    json_t *a;
+
+    if (!methodCheck(ex, M_GET, "GET, HEAD")) {
+        return;
+    }
+    if (queryParse(ex, q, qlen, params, 1) != 0 ||
+        (params[0].value != NULL &&
+         parseU64Param(ex, "top", params[0].value, &n) != 0)) {
+        queryFree(params, 1);
+        return;
+    }
+    queryFree(params, 1);
+    if (n == 0 || n > MAX_CONTENTION_TOP) {
+        json_t *p = problemNew(ex, 422, "invalid-value",
+                               "top must be within 1..100");
+        if (p != NULL) {
+            json_object_set_new(p, "field", json_string("top"));
+            json_object_set_new(p, "allowed", json_string("1..100"));
+        }
+        exchangeProblem(ex, 422, p);
+        return;
+    }
+    if (s->backend.contention == NULL) {
+        exchangeProblemf(ex, 404, "not-found", NULL,
+                         "contention statistics are not available on this "
+                         "node");
+        return;
+    }
+    memset(top, 0, sizeof top);
+    got = s->backend.contention(s->backend.data, top, (size_t)n);
+    if (got > n) {
+        got = (size_t)n;
+    }
+    o = json_object();
+    a = json_array();
+    if (o == NULL || a == NULL) {
+        json_decref(o);
+        json_decref(a);
+        exchangeJson(ex, 500, NULL, NULL);
+        return;
+    }
+    for (i = 0; i < got; i++) {
+        json_t *r = json_object();
+        if (r == NULL) {
+            continue;
+        }
+        jsonSetStr(r, "resource", top[i].resource);
+        jsonSetU64(r, "conflicts", top[i].conflicts);
+        jsonSetU64(r, "acquires", top[i].acquires);
+        json_object_set_new(r, "waiters", json_integer(top[i].waiters));
+        json_object_set_new(r, "wait_p50_ms", json_integer(top[i].wait_p50_ms));
+        json_object_set_new(r, "wait_p99_ms", json_integer(top[i].wait_p99_ms));
+        json_object_set_new(r, "hold_p50_ms", json_integer(top[i].hold_p50_ms));
+        json_object_set_new(r, "hold_p99_ms", json_integer(top[i].hold_p99_ms));
+        json_array_append_new(a, r);
+    }
+    json_object_set_new(o, "resources", a);
+    exchangeJson(ex, 200, NULL, o);
+}
+
 static int parseSessionId(struct http_exchange *ex,
                           const char *raw,
                           size_t len,
@@ -2838,6 +2911,8 @@ static void exchangeRoute(struct http_exchange *ex)
         routeSession(ex, path + 13, plen - 13, qlen);
     } else if (pathIs(path, plen, "/")) {
         routeStatusPage(ex);
+    } else if (pathIs(path, plen, "/v1/stats/contention")) {
+        routeContention(ex, q, qlen);
     } else if (pathIs(path, plen, "/metrics")) {
         routeMetrics(ex);
     } else if (pathIs(path, plen, "/healthz")) {

@@ -36,8 +36,25 @@
  *   answered; appends the node's own metrics (sessions, locks held,
  *   expiries, leader changes...) in the Prometheus text format (HELP and
  *   TYPE lines included, names prefixed tenure_, each ending with a newline)
- *   by calling @emit as often as it likes. */
+ *   by calling @emit as often as it likes.
+ * contention: optional (NULL: GET /v1/stats/contention answers 404).
+ *   Synchronous: fill at most @max entries of @out with the most contended
+ *   resources, most contended first, and return how many. Strings must stay
+ *   valid until the next call into the backend. */
 typedef void (*http_emit_fn)(void *ctx, const char *text, size_t len);
+
+struct http_contention
+{
+    const char *resource;
+    uint64_t conflicts;   /* acquires answered HELD / LOCK_DELAY */
+    uint64_t acquires;    /* all acquires seen */
+    uint32_t waiters;     /* queued right now */
+    uint32_t wait_p50_ms; /* time from request to grant */
+    uint32_t wait_p99_ms;
+    uint32_t hold_p50_ms; /* time from grant to release / expiry */
+    uint32_t hold_p99_ms;
+};
+
 struct http_backend
 {
     void *data;
@@ -45,6 +62,7 @@ struct http_backend
     void (*cancel)(void *data, struct dispatch_req *req);
     void (*health)(void *data, struct dispatch_health *out);
     void (*metrics)(void *data, http_emit_fn emit, void *ctx);
+    size_t (*contention)(void *data, struct http_contention *out, size_t max);
 };
 
 /* Log hook: one complete key=value line per event, without a newline, e.g.

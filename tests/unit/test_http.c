@@ -470,6 +470,28 @@ static void fakeMetrics(void *data, http_emit_fn emit, void *ctx)
     emit(ctx, text, sizeof text - 1);
 }
 
+static size_t fakeContention(void *data,
+                             struct http_contention *out,
+                             size_t max)
+{
+    (void)data;
+    assert_true(max >= 1);
+    out[0].resource = "orders/42";
+    out[0].conflicts = 17;
+    out[0].acquires = 40;
+    out[0].waiters = 3;
+    out[0].wait_p50_ms = 120;
+    out[0].wait_p99_ms = 2400;
+    out[0].hold_p50_ms = 800;
+    out[0].hold_p99_ms = 9000;
+    if (max < 2) {
+        return 1;
+    }
+    out[1].resource = "jobs/a";
+    out[1].conflicts = 2;
+    return 2;
+}
+
 static void captureLog(void *data, int level, const char *line)
 {
     struct fixture *f = data;
@@ -525,6 +547,7 @@ static int setUpWith(void **state, void (*tweak)(struct http_config *))
     b.cancel = fakeCancel;
     b.health = fakeHealth;
     b.metrics = fakeMetrics;
+    b.contention = fakeContention;
     httpConfigDefaults(&f->cfg);
     f->cfg.log = captureLog;
     f->cfg.log_data = f;
@@ -1040,7 +1063,7 @@ static void badAddress(void **state)
     uv_loop_t loop;
     struct http_server s;
     struct http_backend b = { NULL, fakeSubmit, fakeCancel, fakeHealth,
-                              NULL };
+                              NULL, NULL };
     (void)state;
 
     assert_int_equal(uv_loop_init(&loop), 0);
@@ -1787,6 +1810,37 @@ static void metrics(void **state)
     respFree(&r);
 }
 
+/* The most contended resources come from the backend. */
+static void contention(void **state)
+{
+    struct fixture *f = *state;
+    struct tresp r;
+    json_t *a;
+
+    assert_int_equal(
+        oneShot(f, "GET", "/v1/stats/contention?top=5", NULL, NULL, &r), 200);
+    a = json_object_get(body(&r), "resources");
+    assert_int_equal(json_array_size(a), 2);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(a, 0), "resource")),
+        "orders/42");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(a, 0), "conflicts")),
+        17);
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_array_get(a, 0), "wait_p99_ms")),
+                     2400);
+    respFree(&r);
+    assert_int_equal(
+        oneShot(f, "GET", "/v1/stats/contention?top=1", NULL, NULL, &r), 200);
+    assert_int_equal(json_array_size(json_object_get(body(&r), "resources")),
+                     1);
+    respFree(&r);
+    assert_int_equal(
+        oneShot(f, "GET", "/v1/stats/contention?top=0", NULL, NULL, &r), 422);
+    respFree(&r);
+}
+
 /* GET / serves the status page; /healthz allows cross-origin reads so
  * that the page of any node can probe every member. */
 static void statusPage(void **state)
@@ -2243,6 +2297,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(backendRefuses, setUp, tearDown),
         cmocka_unit_test_setup_teardown(metrics, setUp, tearDown),
         cmocka_unit_test_setup_teardown(statusPage, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(contention, setUp, tearDown),
         cmocka_unit_test_setup_teardown(keepAlive, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelinedInOrder, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelineBackpressure,
