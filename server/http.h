@@ -129,7 +129,7 @@ struct http_stats
     uint64_t parse_errors;         /* malformed HTTP, 408, 413, 414, 431 */
     /* dispatch answers by operation and Tn__Status */
     uint64_t outcomes[HTTP_OP_COUNT][HTTP_STATUS_COUNT];
-    /* submit → answer, per operation: cumulative-free bucket counts (the
+    /* submit → answer, per operation: per-bucket (not cumulative) counts (the
      * last one is +Inf), sum in seconds, count */
     uint64_t latency_buckets[HTTP_OP_COUNT][HTTP_LATENCY_BUCKETS + 1];
     double latency_sum[HTTP_OP_COUNT];
