@@ -32,6 +32,7 @@ struct node
     bool http_started;
     uv_timer_t stop_timer;
     unsigned stop_waits;
+    bool transferring;
     void (*stop_cb)(void *data);
     void *stop_data;
 };
@@ -214,7 +215,8 @@ static void stopTimerCb(uv_timer_t *t)
 {
     struct node *n = t->data;
     /* Wait (bounded) for the leadership transfer to take effect. */
-    if (adapterRole(n->adapter) == ADAPTER_LEADER && n->stop_waits++ < 20) {
+    if (n->transferring && adapterRole(n->adapter) == ADAPTER_LEADER &&
+        n->stop_waits++ < 20) {
         return;
     }
     uv_timer_stop(t);
@@ -231,6 +233,7 @@ void nodeStop(struct node *n, void (*cb)(void *data), void *data)
     if (adapterRole(n->adapter) == ADAPTER_LEADER &&
         adapterTransfer(n->adapter, 0) == 0) {
         tnInfof("\"stopping: handing leadership over\"");
+        n->transferring = true;
         uv_timer_start(&n->stop_timer, stopTimerCb, 25, 25);
         return;
     }

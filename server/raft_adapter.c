@@ -2,6 +2,7 @@
 #include "raft_adapter.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,13 @@ struct adapterRequest
 
 /* ------------------------------------------------------------ transport */
 
+/* raft_uv_init() takes over `data` of the transport it is given, so the
+ * adapter is found from the embedded transport's address instead. */
+#define OUTER_ADAPTER(t) \
+    ((struct adapter *)(void *)((char *)(t)-offsetof(struct adapter, outer)))
+#define INNER_ADAPTER(t) \
+    ((struct adapter *)(void *)((char *)(t)-offsetof(struct adapter, inner)))
+
 struct adapterConnect
 {
     struct raft_uv_connect req; /* handed to the inner transport */
@@ -76,7 +84,7 @@ static int transportInit(struct raft_uv_transport *t,
                          raft_id id,
                          const char *address)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = OUTER_ADAPTER(t);
     return a->inner.init(&a->inner, id, address);
 }
 
@@ -85,14 +93,14 @@ static void transportAcceptCb(struct raft_uv_transport *t,
                               const char *address,
                               struct uv_stream_s *stream)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = INNER_ADAPTER(t);
     adapterNoDelay(stream);
     a->accept_cb(&a->outer, id, address, stream);
 }
 
 static int transportListen(struct raft_uv_transport *t, raft_uv_accept_cb cb)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = OUTER_ADAPTER(t);
     a->accept_cb = cb;
     return a->inner.listen(&a->inner, transportAcceptCb);
 }
@@ -101,7 +109,7 @@ static void transportConnectCb(struct raft_uv_connect *req,
                                struct uv_stream_s *stream,
                                int status)
 {
-    struct adapterConnect *c = req->data;
+    struct adapterConnect *c = (struct adapterConnect *)(void *)req;
     struct raft_uv_connect *outer_req = c->outer_req;
     free(c);
     if (status == 0) {
@@ -116,7 +124,7 @@ static int transportConnect(struct raft_uv_transport *t,
                             const char *address,
                             raft_uv_connect_cb cb)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = OUTER_ADAPTER(t);
     struct adapterConnect *c = calloc(1, sizeof *c);
     int rv;
 
@@ -135,7 +143,7 @@ static int transportConnect(struct raft_uv_transport *t,
 
 static void transportInnerCloseCb(struct raft_uv_transport *t)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = INNER_ADAPTER(t);
     if (a->transport_close_cb != NULL) {
         a->transport_close_cb(&a->outer);
     }
@@ -144,7 +152,7 @@ static void transportInnerCloseCb(struct raft_uv_transport *t)
 static void transportClose(struct raft_uv_transport *t,
                            raft_uv_transport_close_cb cb)
 {
-    struct adapter *a = t->data;
+    struct adapter *a = OUTER_ADAPTER(t);
     a->transport_close_cb = cb;
     a->inner.close(&a->inner, transportInnerCloseCb);
 }
@@ -331,9 +339,7 @@ int adapterStart(struct adapter **out,
                  raft_strerror(rv));
         goto err;
     }
-    a->inner.data = a;
     a->outer.version = 1;
-    a->outer.data = a;
     a->outer.init = transportInit;
     a->outer.listen = transportListen;
     a->outer.connect = transportConnect;
@@ -444,7 +450,8 @@ static void adapterPollCloseCb(uv_handle_t *h)
 
 static void raftCloseCb(struct raft *r)
 {
-    struct adapter *a = r->data;
+    struct adapter *a =
+        (struct adapter *)(void *)((char *)r - offsetof(struct adapter, raft));
     raft_uv_close(&a->io);
     raft_uv_tcp_close(&a->inner);
     uv_close((uv_handle_t *)&a->poll, adapterPollCloseCb);
@@ -456,7 +463,6 @@ void adapterClose(struct adapter *a, void (*cb)(void *data), void *data)
     a->close_cb = cb;
     a->close_data = data;
     uv_prepare_stop(&a->poll);
-    a->raft.data = a;
     raft_close(&a->raft, raftCloseCb);
 }
 
