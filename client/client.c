@@ -134,8 +134,10 @@ int clientPostTask(tn_client *c, struct task *t)
         return TN_CLOSED;
     }
     listPush(&c->tasks, &t->link);
-    pthread_mutex_unlock(&c->mu);
+    /* Under mu: the loop closes the async handle only after closing is set
+     * (under mu), so the handle is open here. */
     uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
     return TN_OK;
 }
 
@@ -170,6 +172,7 @@ int clientCall(tn_client *c,
                uint32_t timeout_ms,
                const char *what)
 {
+    bool free_client;
     int rc;
 
     call->c = c;
@@ -186,12 +189,20 @@ int clientCall(tn_client *c,
         clientErrmsg(c, "%s: pthread_cond_init failed", what);
         return TN_SYSTEM;
     }
-    rc = clientPostTask(c, &call->task);
-    if (rc != TN_OK) {
+    pthread_mutex_lock(&c->mu);
+    if (c->closing) {
+        clientErrmsgLocked(c, "%s: client is closed", what);
+        pthread_mutex_unlock(&c->mu);
         pthread_cond_destroy(&call->cond);
-        clientErrmsg(c, "%s: client is closed", what);
-        return rc;
+        return TN_CLOSED;
     }
+    /* The call keeps the client alive: tn_client_close() may run while it
+     * waits, and the wake-up below still needs c->mu. */
+    c->refs++;
+    listPush(&c->tasks, &call->task.link);
+    uv_async_send(&c->async);
+    pthread_mutex_unlock(&c->mu);
+
     pthread_mutex_lock(&c->mu);
     while (!call->done) {
         pthread_cond_wait(&call->cond, &c->mu);
@@ -202,8 +213,12 @@ int clientCall(tn_client *c,
                            call->op.errmsg[0] ? call->op.errmsg
                                               : tn_strerror(rc));
     }
+    free_client = clientUnrefLocked(c);
     pthread_mutex_unlock(&c->mu);
     pthread_cond_destroy(&call->cond);
+    if (free_client) {
+        clientFree(c);
+    }
     return rc;
 }
 
