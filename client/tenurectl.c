@@ -913,18 +913,22 @@ static int cmdExec(const struct args *a, tn_client *c)
         }
         sleepMs(10);
     }
-    if (!st.lost) {
-        /* Also after a kill: the child is gone, so releasing is safe, and
-         * the next holder need not wait for the TTL. */
+    if (!st.lost && !termed && !killed) {
         rc = tn_lock_release(l);
         if (rc != TN_OK && rc != TN_LEASE_EXPIRED) {
             char msg[TN_ERRMSG_BUF_SIZE];
             tn_client_errmsg_copy(c, msg, sizeof msg);
             fprintf(stderr, "%s: release: %s\n", progname, msg);
         }
+        tn_lock_free(l);
+        tn_session_close(s);
+    } else {
+        /* The cluster did not renew us in time (or said the session is
+         * gone): do not wait for it again; the session expires on its own
+         * after its TTL. */
+        tn_lock_free(l);
+        tn_session_abandon(s);
     }
-    tn_lock_free(l);
-    tn_session_close(s);
     if (WIFEXITED(status)) {
         return WEXITSTATUS(status);
     }
