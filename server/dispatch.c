@@ -38,8 +38,16 @@ enum {
     REQ_READ,      /* waiting for a read barrier */
     REQ_NOT_READY, /* leader not ready yet */
     REQ_FORWARDED,
+    REQ_WATCH,     /* long-poll: waiting for a change or its deadline */
     REQ_DONE       /* reply ready, on the done queue */
 };
+
+/* Recently changed resources: a fixed table of (hash, index) so that a
+ * watch on a resource that was freed (and so forgotten by the FSM) can still
+ * tell whether it changed after a given index. A collision only makes a
+ * watch answer early, which clients must tolerate anyway. */
+#define CHANGED_SLOTS 65536
+#define MAX_WATCHES 10000
 
 /* ------------------------------------------------------------- arenas */
 
@@ -177,6 +185,14 @@ struct dispatch
     struct adapter_propose read_barrier;
 
     tn_queue not_ready;           /* REQ_NOT_READY */
+    tn_queue watches;             /* REQ_WATCH */
+    unsigned n_watches;
+    tn_queue fired;               /* watches to answer at the next idle */
+    struct
+    {
+        uint64_t hash;
+        uint64_t index;
+    } *changed;                   /* CHANGED_SLOTS entries */
     tn_queue waiters;             /* REQ_WAITING */
     tn_queue done;                /* REQ_DONE */
 
@@ -237,6 +253,23 @@ static uint64_t random64(void)
 }
 
 static void scheduleIdle(struct dispatch *d);
+
+static uint64_t resourceHash(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h | 1;
+}
+
+static uint64_t changedIndex(struct dispatch *d, const char *res, size_t n)
+{
+    uint64_t h = resourceHash(res, n);
+    size_t slot = (size_t)(h & (CHANGED_SLOTS - 1));
+    return d->changed[slot].hash == h ? d->changed[slot].index : 0;
+}
 
 /* ------------------------------------------------------------ completion */
 
@@ -659,6 +692,41 @@ static void appliedHook(void *data,
     }
 }
 
+/* Move the watches that @resource's change at @index concerns to the fired
+ * list; they are answered at the next idle, once the entry is fully
+ * applied. */
+static void watchesNotify(struct dispatch *d,
+                          const char *resource,
+                          size_t len,
+                          uint64_t index)
+{
+    tn_queue *q = tn_queue_head(&d->watches);
+    while (q != &d->watches) {
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        const Tn__Request *rq = req->request;
+        bool hit;
+        q = q->next;
+        if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+            const char *w = rq->get_lock->resource;
+            hit = index > rq->get_lock->index && strlen(w) == len &&
+                  memcmp(w, resource, len) == 0;
+        } else {
+            const char *p = rq->list_locks->prefix ? rq->list_locks->prefix
+                                                   : "";
+            size_t pn = strlen(p);
+            hit = index > rq->list_locks->index && pn <= len &&
+                  memcmp(p, resource, pn) == 0;
+        }
+        if (hit) {
+            tn_queue_remove(&req->queue);
+            d->n_watches--;
+            req->state = REQ_READ;
+            tn_queue_insert_tail(&d->fired, &req->queue);
+            scheduleIdle(d);
+        }
+    }
+}
+
 static void eventHook(void *data, const struct fsm_event *e)
 {
     struct dispatch *d = data;
@@ -690,6 +758,16 @@ static void eventHook(void *data, const struct fsm_event *e)
                 }
             }
             break;
+        case FSM_EVENT_LOCK_CHANGE: {
+            uint64_t h = resourceHash(e->resource, e->resource_len);
+            size_t slot = (size_t)(h & (CHANGED_SLOTS - 1));
+            d->changed[slot].hash = h;
+            d->changed[slot].index = e->index;
+            if (d->n_watches > 0) {
+                watchesNotify(d, e->resource, e->resource_len, e->index);
+            }
+            break;
+        }
         default:
             break;
     }
@@ -793,7 +871,9 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
         Tn__LockInfo *li;
         if (fsmLockGet(d->fsm, res, strlen(res), &v)) {
             li = lockInfoFromView(d, r, &v);
+            r->resp.index = v.modified_index;
         } else {
+            r->resp.index = changedIndex(d, res, strlen(res));
             li = arenaAlloc(&r->arena, sizeof *li);
             if (li != NULL) {
                 tn__lock_info__init(li);
@@ -828,6 +908,73 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
     complete(d, req, r);
 }
 
+static int prefixChangedCb(void *data, const struct fsm_lock_view *v)
+{
+    uint64_t *index = data;
+    if (v->modified_index > *index) {
+        *index = UINT64_MAX; /* found one */
+        return 1;
+    }
+    return 0;
+}
+
+/* Has what @req watches changed after the index it names? */
+static bool changedSince(struct dispatch *d, const Tn__Request *rq)
+{
+    if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+        const char *res = rq->get_lock->resource ? rq->get_lock->resource : "";
+        struct fsm_lock_view v;
+        uint64_t mod = fsmLockGet(d->fsm, res, strlen(res), &v)
+                           ? v.modified_index
+                           : changedIndex(d, res, strlen(res));
+        return mod > rq->get_lock->index;
+    } else {
+        const char *p = rq->list_locks->prefix ? rq->list_locks->prefix : "";
+        uint64_t index = rq->list_locks->index;
+        fsmLockForEach(d->fsm, p, strlen(p), prefixChangedCb, &index);
+        return index == UINT64_MAX;
+    }
+}
+
+/* Answer a read now, or park it as a watch (long-poll) when it names an
+ * index and a wait and nothing changed since that index. */
+static void answerOrWatch(struct dispatch *d, struct dispatch_req *req)
+{
+    const Tn__Request *rq = req->request;
+    uint64_t index;
+    uint32_t wait;
+
+    if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+        index = rq->get_lock->index;
+        wait = rq->get_lock->wait_ms;
+    } else {
+        index = rq->list_locks->index;
+        wait = rq->list_locks->wait_ms;
+    }
+    if (index == 0 || wait == 0 || d->closing ||
+        d->n_watches >= MAX_WATCHES || changedSince(d, rq)) {
+        answerRead(d, req);
+        return;
+    }
+    if (wait > 600000) {
+        wait = 600000;
+    }
+    req->state = REQ_WATCH;
+    req->deadline_ms = monoMs() + wait;
+    tn_queue_insert_tail(&d->watches, &req->queue);
+    d->n_watches++;
+}
+
+static void answerFired(struct dispatch *d)
+{
+    while (!tn_queue_empty(&d->fired)) {
+        tn_queue *q = tn_queue_head(&d->fired);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        tn_queue_remove(q);
+        answerRead(d, req);
+    }
+}
+
 static void readBarrierCb(struct adapter_propose *prop, int status);
 
 static void startReadBarrier(struct dispatch *d)
@@ -859,7 +1006,7 @@ static void readBarrierCb(struct adapter_propose *prop, int status)
         struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
         tn_queue_remove(q);
         if (status == 0) {
-            answerRead(d, req);
+            answerOrWatch(d, req);
         } else {
             completeStatus(d, req,
                            status == TN__STATUS__COMMIT_UNKNOWN
@@ -1149,7 +1296,7 @@ static void process(struct dispatch *d, struct dispatch_req *req)
                              ? rq->get_lock->stale
                              : rq->list_locks->stale;
             if (stale) {
-                answerRead(d, req);
+                answerOrWatch(d, req);
             } else if (!d->is_leader) {
                 notLeader(d, req);
             } else {
@@ -1244,6 +1391,9 @@ int dispatchSubmit(struct dispatch *d, struct dispatch_req *req)
 void dispatchCancel(struct dispatch *d, struct dispatch_req *req)
 {
     switch (req->state) {
+        case REQ_WATCH:
+            d->n_watches--;
+            /* fall through */
         case REQ_WAITING:
         case REQ_READ:
         case REQ_NOT_READY:
@@ -1459,6 +1609,19 @@ static void timerCb(uv_timer_t *t)
         return;
     }
     now = monoMs();
+    if (d->n_watches > 0) {
+        tn_queue *q = tn_queue_head(&d->watches);
+        while (q != &d->watches) {
+            struct dispatch_req *req =
+                TN_QUEUE_DATA(q, struct dispatch_req, queue);
+            q = q->next;
+            if (req->deadline_ms <= now) {
+                tn_queue_remove(&req->queue);
+                d->n_watches--;
+                answerRead(d, req);
+            }
+        }
+    }
     if (d->is_leader && d->ready) {
         /* Propose an expiry for each session past its deadline. */
         while ((l = leasesNextExpired(&d->leases, now)) != NULL) {
@@ -1517,8 +1680,9 @@ static void idleCb(uv_idle_t *h)
         flushBatches(d);
         startReadBarrier(d);
     }
+    answerFired(d);
     deliverDone(d);
-    if (tn_queue_empty(&d->done) &&
+    if (tn_queue_empty(&d->done) && tn_queue_empty(&d->fired) &&
         (d->open == NULL || d->open->n == 0 ||
          d->outstanding >= d->cfg.max_outstanding)) {
         uv_idle_stop(h);
@@ -1566,7 +1730,14 @@ int dispatchInit(struct dispatch **out,
     tn_queue_init(&d->reads_inflight);
     tn_queue_init(&d->not_ready);
     tn_queue_init(&d->waiters);
+    tn_queue_init(&d->watches);
+    tn_queue_init(&d->fired);
     tn_queue_init(&d->done);
+    d->changed = calloc(CHANGED_SLOTS, sizeof *d->changed);
+    if (d->changed == NULL) {
+        free(d);
+        return TN__STATUS__INTERNAL;
+    }
     d->boot_nonce = random64() & ~(uint64_t)0xffffffff;
     d->self_client_id = random64() | 1;
     rv = forwarderInit(&d->fwd, loop, d->cfg.max_frame);
@@ -1604,6 +1775,7 @@ static void dispatchHandleCloseCb(uv_handle_t *h)
         return;
     }
     leasesClose(&d->leases);
+    free(d->changed);
     if (d->close_cb != NULL) {
         d->close_cb(d->close_data);
     }
@@ -1628,6 +1800,9 @@ void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data)
     failQueue(d, &d->reads);
     failQueue(d, &d->not_ready);
     failQueue(d, &d->waiters);
+    failQueue(d, &d->watches);
+    d->n_watches = 0;
+    failQueue(d, &d->fired);
     if (d->open != NULL) {
         batchFail(d, d->open, TN__STATUS__CANCELED);
         batchFree(d->open);

@@ -42,6 +42,7 @@ struct dispatch_req
     tn_queue queue;
     int state;
     uint64_t started_ns;
+    uint64_t deadline_ms;   /* watches: when to answer anyway */
     uint64_t client_id;     /* exactly-once identity used for this request */
     uint64_t seq;
     bool cancel;
