@@ -233,7 +233,7 @@ static int fsmSnapshotCb(struct raft_fsm *rf,
     free(data);
     *bufs = b;
     *n_bufs = 1;
-    tnInfof("\"snapshot taken\" index=%llu bytes=%zu",
+    tnDebugf("\"snapshot taken\" index=%llu bytes=%zu",
             (unsigned long long)fsmIndex(a->fsm), len);
     return 0;
 }

@@ -62,6 +62,19 @@ static int tearDown(void **state)
     return 0;
 }
 
+/* Index of the live leader, or N_SERVERS. (The fixture's own leader index
+ * may still name a killed server.) */
+static unsigned liveLeader(struct fixture *f)
+{
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        if (raft_fixture_alive(&f->cluster, i) &&
+            raft_state(raft_fixture_get(&f->cluster, i)) == RAFT_LEADER) {
+            return i;
+        }
+    }
+    return N_SERVERS;
+}
+
 static void applyCb(struct raft_apply *req, int status, void *result)
 {
     struct fixture *f = req->data;
@@ -74,7 +87,7 @@ static void applyCb(struct raft_apply *req, int status, void *result)
  * server applied it. */
 static void propose(struct fixture *f, Tn__Command *cmd)
 {
-    unsigned leader = raft_fixture_leader_index(&f->cluster);
+    unsigned leader = liveLeader(f);
     struct raft *r;
     Tn__Batch batch = TN__BATCH__INIT;
     Tn__Command *cmds[1] = { cmd };
@@ -129,7 +142,7 @@ static uint64_t openSession(struct fixture *f, const char *holder)
     Tn__Command cmd = TN__COMMAND__INIT;
     Tn__SessionOpen open = TN__SESSION_OPEN__INIT;
     struct findSession fs = { holder, 0 };
-    unsigned leader = raft_fixture_leader_index(&f->cluster);
+    unsigned leader = liveLeader(f);
 
     open.holder = (char *)holder;
     open.ttl_ms = 10000;
@@ -188,6 +201,19 @@ static bool sameSnapshots(struct fixture *f, unsigned a, unsigned b)
     return same;
 }
 
+/* Stop condition: a live server other than *arg leads. */
+static bool otherLeader(struct raft_fixture *c, void *arg)
+{
+    unsigned old = *(unsigned *)arg;
+    for (unsigned i = 0; i < N_SERVERS; i++) {
+        if (i != old && raft_fixture_alive(c, i) &&
+            raft_state(raft_fixture_get(c, i)) == RAFT_LEADER) {
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A lock and its token survive the crash of the leader: the new leader
  * holds the same lock with the same token, the next grant gets a larger
  * token, and the revived old leader converges to identical state. */
@@ -206,10 +232,10 @@ static void test_leader_crash_keeps_locks(void **state)
         assert_int_equal(heldToken(f, i, "orders/42"), t1);
     }
 
-    old = raft_fixture_leader_index(&f->cluster);
+    old = liveLeader(f);
     raft_fixture_kill(&f->cluster, old);
-    assert_true(raft_fixture_step_until_has_leader(&f->cluster, 10000));
-    leader = raft_fixture_leader_index(&f->cluster);
+    assert_true(raft_fixture_step_until(&f->cluster, otherLeader, &old, 10000));
+    leader = liveLeader(f);
     assert_int_not_equal(leader, old);
     assert_int_equal(heldToken(f, leader, "orders/42"), t1);
 
