@@ -578,6 +578,7 @@ int clusterWaitLeader(struct tn_cluster *c, int timeout_ms)
     for (;;) {
         long long reported[CLUSTER_MAX_NODES] = { 0 };
         bool claims[CLUSTER_MAX_NODES] = { false };
+        int running = 0;
         size_t off = 0;
         seen[0] = '\0';
         for (int i = 0; i < c->n; i++) {
@@ -585,6 +586,7 @@ int clusterWaitLeader(struct tn_cluster *c, int timeout_ms)
             if (!clusterRunning(c, i)) {
                 snprintf(what, sizeof what, "down");
             } else {
+                running++;
                 struct http_response r;
                 int status = httpRequestTimeout(
                     c->nodes[i].http_port, "GET", "/v1/cluster", NULL, NULL,
@@ -619,7 +621,7 @@ int clusterWaitLeader(struct tn_cluster *c, int timeout_ms)
             for (int k = 0; k < c->n; k++) {
                 votes += reported[k] == clusterNodeId(i);
             }
-            if (votes >= c->n / 2 + 1) {
+            if (votes >= c->n / 2 + 1 && votes == running) {
                 return i;
             }
         }

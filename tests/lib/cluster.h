@@ -70,9 +70,11 @@ int clusterStartWith(struct tn_cluster *c,
                      int n_nodes,
                      const char *const *extra_args);
 
-/* Waits until a running node says it is the leader and a majority of all
- * nodes (counting it) report it as leader in GET /v1/cluster. Returns its
- * index, or -1 after TIMEOUT_MS with c->errmsg. */
+/* Waits until a node says it is the leader and every running node (at
+ * least a majority of all nodes) reports it as leader in GET /v1/cluster,
+ * so that any running node can serve or forward requests right away.
+ * Returns its index, or -1 after TIMEOUT_MS with c->errmsg (which lists
+ * what each node reported). */
 int clusterWaitLeader(struct tn_cluster *c, int timeout_ms);
 
 /* Waits until every running node answers GET /readyz with 200.
