@@ -200,6 +200,15 @@ static void *fsmZalloc(size_t n)
     return fsmMust(calloc(1, n));
 }
 
+/* Insert a node whose key is unique by construction (ids and tokens come
+ * from counters); a duplicate would mean a corrupted state: fail-stop. */
+static void fsmInsert(struct tn_avl *t, struct tn_avl_node *n, tn_avl_cmp cmp)
+{
+    if (tn_avl_insert(t, n, cmp) != NULL) {
+        abort();
+    }
+}
+
 static uint64_t fsmAddSat(uint64_t a, uint64_t b)
 {
     return a > UINT64_MAX - b ? UINT64_MAX : a + b;
@@ -608,7 +617,7 @@ static struct lock *lockCreate(struct fsm_impl *impl,
     l->mode = TN__LOCK_MODE__EXCLUSIVE;
     tn_avl_init(&l->holders);
     tn_queue_init(&l->waiters);
-    tn_avl_insert(&impl->locks, &l->node, lockCmp);
+    fsmInsert(&impl->locks, &l->node, lockCmp);
     return l;
 }
 
@@ -725,7 +734,7 @@ static struct client *clientGet(struct fsm *f, uint64_t id)
         c = fsmZalloc(sizeof *c);
         c->id = id;
         tn_queue_init(&c->lru);
-        tn_avl_insert(&impl->clients, &c->node, clientCmp);
+        fsmInsert(&impl->clients, &c->node, clientCmp);
     }
     clientTouch(impl, c);
     return c;
@@ -909,7 +918,7 @@ static struct holder *holderAdd(struct fsm *f,
         l->mode = (uint8_t)mode;
     }
     lockSemRef(l, mode, permits);
-    tn_avl_insert(&l->holders, &h->node, holderCmp);
+    fsmInsert(&l->holders, &h->node, holderCmp);
     tn_queue_insert_tail(&s->holds, &h->session_link);
     s->n_holds++;
     l->generation++;
@@ -947,7 +956,7 @@ static void holderRemove(struct fsm *f, struct holder *h, int kind)
             l->delay->kind = TIMER_DELAY;
             l->delay->tseq = impl->next_tseq++;
             l->delay->owner = l;
-            tn_avl_insert(&impl->timers, &l->delay->node, timerCmp);
+            fsmInsert(&impl->timers, &l->delay->node, timerCmp);
             l->delay_until = until;
         }
     }
@@ -1126,7 +1135,7 @@ static struct session *sessionCreate(struct fsm *f,
     s->holder = fsmStrdup(holder, len);
     tn_queue_init(&s->holds);
     tn_queue_init(&s->waits);
-    tn_avl_insert(&impl->sessions, &s->node, sessionCmp);
+    fsmInsert(&impl->sessions, &s->node, sessionCmp);
     fsmEmitSession(f, FSM_EVENT_SESSION_OPEN, s);
     return s;
 }
@@ -1442,7 +1451,7 @@ static void cmdAcquire(struct fsm *f,
         w->timer.kind = TIMER_WAIT;
         w->timer.deadline = fsmAddSat(impl->now, wait_ms);
         w->timer.tseq = impl->next_tseq++;
-        tn_avl_insert(&impl->timers, &w->timer.node, timerCmp);
+        fsmInsert(&impl->timers, &w->timer.node, timerCmp);
         tn_queue_insert_tail(&l->waiters, &w->lock_link);
         tn_queue_insert_tail(&s->waits, &w->session_link);
         l->n_waiters++;
@@ -2115,6 +2124,7 @@ void fsmStats(const struct fsm *f, struct fsm_stats *out)
 
 #define SNAP_MAGIC 0x53464e54u /* "TNFS" read little-endian */
 #define SNAP_VERSION 1u
+#define FSM_COUNTER_LIMIT (UINT64_C(1) << 63)
 
 struct wbuf
 {
@@ -3018,7 +3028,11 @@ static int restoreAll(const struct fsm *f,
     impl->stats.lock_delay_hits = rU64(r);
     impl->stats.conflicts = rU64(r);
     impl->stats.late_requests = rU64(r);
-    if (r->bad) {
+    /* Counters that new ids come from must have room to grow (real values
+     * are below 2^48 << 16). */
+    if (r->bad || impl->last_token >= FSM_COUNTER_LIMIT ||
+        impl->last_session >= FSM_COUNTER_LIMIT ||
+        impl->next_tseq >= FSM_COUNTER_LIMIT) {
         return BAD;
     }
     if ((rv = restoreMembers(impl, r)) != 0 ||

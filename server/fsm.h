@@ -116,10 +116,71 @@ void fsmClose(struct fsm *f);
 bool fsmResourceValid(const char *resource, size_t len, const char **message);
 
 /* Apply one batch committed at Raft @index. Writes one result per command
- * into @results (batch->n_commands entries). Never fails: a malformed
- * command gets INVALID_ARGUMENT. Fencing tokens granted by this entry are
- * max(last_token + 1, index << 16), so they are unique, strictly increasing
- * and identical on every replica. */
+ * into @results (batch->n_commands entries; @results may be NULL to discard
+ * them). Never fails: a malformed command gets INVALID_ARGUMENT. Fencing
+ * tokens granted by this entry are max(last_token + 1, index << 16), so they
+ * are unique, strictly increasing and identical on every replica; session
+ * ids follow the same scheme with their own counter. Out of memory while
+ * applying aborts the process (fail-stop: a replica that skipped part of an
+ * entry would silently diverge).
+ *
+ * Order inside one batch: cluster time := max(time, now_ms), term :=
+ * max(term, batch term); timers that are due fire in deadline order
+ * (lock-delay ends before waiter deadlines at the same instant); idle
+ * exactly-once clients are dropped; then each command, each followed by the
+ * hand-off of every lock it freed (grants to the next waiters, WAIT_DONE,
+ * LOCK_CHANGE).
+ *
+ * Outcomes by command (status, then what else is set):
+ *   SessionOpen       OK: session, epoch 1, granted ttl_ms. Holder must be
+ *                     <= FSM_HOLDER_MAX bytes of printable UTF-8.
+ *   SessionKeepalive  OK: epoch + 1 (SESSION_RENEW). SESSION_EXPIRED if the
+ *                     session is gone.
+ *   SessionClose      OK: clean release of every lock (no lock-delay,
+ *                     tombstones "released"), queued acquires end with
+ *                     WAIT_DONE(SESSION_EXPIRED). SESSION_EXPIRED if gone.
+ *   SessionExpire     OK: as close, but locks are freed by expiry (their
+ *                     lock-delay starts, tombstones "expired").
+ *                     SESSION_EXPIRED if already gone. INVALID_ARGUMENT and
+ *                     nothing changes when the batch term is lower than one
+ *                     already applied (a deposed leader) or the epoch is not
+ *                     the session's (renewed since); the result then carries
+ *                     the current epoch and ttl_ms so the leader can re-arm.
+ *   Acquire           OK: token, generation, session (the ephemeral one if
+ *                     session was 0), epoch, ttl_ms, mode. OK + replayed:
+ *                     the session already holds it (same token).
+ *                     OK + queued: waiting (holder fields filled); the final
+ *                     answer is a WAIT_DONE with (client_id, seq): OK,
+ *                     HELD / LOCK_DELAY (wait ran out), SESSION_EXPIRED
+ *                     (session ended) or INVALID_ARGUMENT (the same session
+ *                     got the lock in another mode meanwhile).
+ *                     HELD / LOCK_DELAY (+ lock_delay_until_ms): not now and
+ *                     wait_ms is 0 (a wait that would end before the
+ *                     lock-delay does is refused at once). SESSION_EXPIRED:
+ *                     unknown session. INVALID_ARGUMENT: bad resource, mode,
+ *                     permits (0, or not the semaphore's N), another mode
+ *                     than the session's current hold, or session 0 without
+ *                     ttl_ms.
+ *   Release           OK: freed (token, session, generation). OK + replayed:
+ *                     the token was already released. LEASE_EXPIRED: the
+ *                     token's lease expired before (counted in
+ *                     late_requests), or it ended so long ago it is no
+ *                     longer remembered and nobody holds the lock (not
+ *                     counted). TOKEN_MISMATCH (+ holder fields): someone
+ *                     else holds it under another token; untouched.
+ *                     INVALID_ARGUMENT: token 0 or never granted.
+ *   Renew             As Release, but a valid token renews the holder's
+ *                     session (epoch + 1, ttl_ms if non-zero) and a
+ *                     released token gives LEASE_EXPIRED (not counted).
+ *   Tick              OK (time moves; timers fire before it).
+ *   MemberInfo        OK; INVALID_ARGUMENT for id 0 or bad addresses.
+ * With client_id != 0 (and client_window > 0): seq must be >= 1; a (client,
+ * seq) already answered returns the stored answer with replayed = true (a
+ * still-waiting acquire returns queued again); a seq at or below the
+ * highest one evicted from the client's window gets INVALID_ARGUMENT (the
+ * outcome is no longer known). The window keeps the highest seqs.
+ * The per-resource generation restarts at 1 when a resource was free and
+ * forgotten (no holders, waiters or lock-delay); tokens never go back. */
 void fsmApply(struct fsm *f,
               uint64_t index,
               const Tn__Batch *batch,
@@ -132,8 +193,9 @@ uint64_t fsmTerm(const struct fsm *f);
 uint64_t fsmIndex(const struct fsm *f);
 
 /* The earliest cluster time at which a Tick would change something (a
- * queued waiter runs out of time, a lock-delay ends with waiters queued), or
- * UINT64_MAX. The leader proposes a Tick once its clock passes it. */
+ * queued waiter runs out of time, a lock-delay ends: waiters get in, or the
+ * resource becomes free for watchers), or UINT64_MAX. The leader proposes a
+ * Tick once its clock passes it. */
 uint64_t fsmNextDeadline(const struct fsm *f);
 
 /* Read views. */
@@ -184,7 +246,10 @@ struct fsm_lock_view
 };
 
 /* Returns false if the resource has no holders, no waiters and no active
- * lock-delay (it is free and unknown). */
+ * lock-delay (it is free and unknown). Holders are in token (grant) order;
+ * the holders array is valid until the next apply or the next
+ * fsmLockGet / fsmLockForEach (reads share a scratch buffer: call them from
+ * one thread). */
 bool fsmLockGet(const struct fsm *f,
                 const char *resource,
                 size_t len,
