@@ -30,6 +30,7 @@
 #include "forward.h"
 #include "leases.h"
 #include "lib/log.h"
+#include "metrics.h"
 
 enum {
     REQ_NEW = 0,
@@ -213,6 +214,8 @@ struct dispatch
     void *close_data;
 
     struct dispatch_stats stats;
+    uint64_t completed;
+    struct metrics metrics;
 };
 
 static uint64_t monoMs(void)
@@ -336,6 +339,7 @@ static void deliverDone(struct dispatch *d)
         static Tn__Response oom = TN__RESPONSE__INIT;
         tn_queue_remove(q);
         req->priv = NULL;
+        d->completed++;
         if (r == NULL) {
             oom.id = req->request->id;
             oom.status = TN__STATUS__INTERNAL;
@@ -425,6 +429,43 @@ static void completeResult(struct dispatch *d,
     struct reply *r = replyNew();
     const Tn__Request *rq = req->request;
     const char *resource;
+    double secs = (double)(monoNs() - req->started_ns) / 1e9;
+
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_ACQUIRE:
+            metricsAcquire(&d->metrics, rq->acquire->resource, res->status,
+                           secs, req->state == REQ_WAITING);
+            break;
+        case TN__REQUEST__BODY_RELEASE: {
+            double held = -1;
+            uint64_t now = realMs();
+            if (res->status == TN__STATUS__OK && !res->replayed &&
+                res->acquired_at_ms > 0 && res->acquired_at_ms <= now) {
+                held = (double)(now - res->acquired_at_ms) / 1e3;
+            }
+            metricsRelease(&d->metrics, rq->release->resource, res->status,
+                           held);
+            break;
+        }
+        case TN__REQUEST__BODY_RENEW:
+            metricsRenew(&d->metrics, res->status);
+            break;
+        default:
+            break;
+    }
+    if (res->status == TN__STATUS__LEASE_EXPIRED) {
+        tnWarnf("\"safety incident: request after the lease expired\" "
+                "op=%s resource=\"%s\" token=%llu",
+                rq->body_case == TN__REQUEST__BODY_RELEASE ? "release"
+                                                           : "renew",
+                requestResource(rq) ? requestResource(rq) : "",
+                (unsigned long long)(rq->body_case == TN__REQUEST__BODY_RELEASE
+                                         ? rq->release->token
+                                         : rq->body_case ==
+                                                   TN__REQUEST__BODY_RENEW
+                                               ? rq->renew->token
+                                               : 0));
+    }
 
     if (r == NULL) {
         completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
@@ -1098,12 +1139,14 @@ static void answerKeepalive(struct dispatch *d, struct dispatch_req *req)
     struct fsm_result res;
 
     if (!fsmSessionGet(d->fsm, id, &s)) {
+        metricsKeepalive(&d->metrics, TN__STATUS__SESSION_EXPIRED);
         completeStatus(d, req, TN__STATUS__SESSION_EXPIRED,
                        "session expired or unknown");
         return;
     }
     l = leasesGet(&d->leases, id);
     if (l != NULL && l->expiring) {
+        metricsKeepalive(&d->metrics, TN__STATUS__SESSION_EXPIRED);
         completeStatus(d, req, TN__STATUS__SESSION_EXPIRED,
                        "session expired");
         return;
@@ -1114,6 +1157,7 @@ static void answerKeepalive(struct dispatch *d, struct dispatch_req *req)
         return;
     }
     d->stats.keepalives++;
+    metricsKeepalive(&d->metrics, TN__STATUS__OK);
     memset(&res, 0, sizeof res);
     res.status = TN__STATUS__OK;
     res.session = id;
@@ -1724,6 +1768,7 @@ int dispatchInit(struct dispatch **out,
         d->cfg.max_frame = 1024 * 1024;
     }
     leasesInit(&d->leases);
+    metricsInit(&d->metrics);
     tn_queue_init(&d->full);
     tn_queue_init(&d->proposed);
     tn_queue_init(&d->reads);
@@ -1830,4 +1875,39 @@ void dispatchStats(struct dispatch *d, struct dispatch_stats *out)
     *out = d->stats;
     out->outstanding = d->outstanding;
     out->sessions_tracked = (unsigned)leasesCount(&d->leases);
+}
+
+void dispatchMetrics(struct dispatch *d,
+                     void (*emit)(void *ctx, const char *text, size_t len),
+                     void *ctx)
+{
+    struct fsm_stats fs;
+    struct metrics_gauges g;
+    fsmStats(d->fsm, &fs);
+    memset(&g, 0, sizeof g);
+    g.sessions = fs.sessions;
+    g.locks_held = fs.locks_held;
+    g.waiters = fs.waiters;
+    g.grants = fs.grants;
+    g.releases = fs.releases;
+    g.expiries = fs.expiries;
+    g.lock_delay_hits = fs.lock_delay_hits;
+    g.conflicts = fs.conflicts;
+    g.late_requests = fs.late_requests;
+    g.leader_changes = d->stats.leader_changes;
+    g.requests = d->stats.requests;
+    g.in_flight = d->stats.requests - d->completed;
+    g.batches = d->stats.batches;
+    g.commands = d->stats.commands;
+    g.forwarded = d->stats.forwarded;
+    g.expiries_proposed = d->stats.expiries_proposed;
+    g.leases_tracked = leasesCount(&d->leases);
+    metricsRender(&d->metrics, &g, emit, ctx);
+}
+
+size_t dispatchContention(struct dispatch *d,
+                          const struct metrics_contended **out,
+                          size_t max)
+{
+    return metricsTop(&d->metrics, out, max);
 }

@@ -52,4 +52,16 @@ struct dispatch_stats
 };
 void dispatchStats(struct dispatch *d, struct dispatch_stats *out);
 
+/* Render this node's lock-service metrics (Prometheus text) through @emit. */
+void dispatchMetrics(struct dispatch *d,
+                     void (*emit)(void *ctx, const char *text, size_t len),
+                     void *ctx);
+
+/* The most contended resources seen by this node as leader, heaviest
+ * first; pointers valid until the next request is processed. */
+struct metrics_contended;
+size_t dispatchContention(struct dispatch *d,
+                          const struct metrics_contended **out,
+                          size_t max);
+
 #endif /* TN_DISPATCH_IMPL_H_ */

@@ -17,6 +17,7 @@
 #include "fsm.h"
 #include "http.h"
 #include "lib/log.h"
+#include "metrics.h"
 #include "raft_adapter.h"
 #include "rpc.h"
 
@@ -70,6 +71,60 @@ static void httpLog(void *data, int level, const char *line)
 {
     (void)data;
     tnLog((enum tn_log_level)level, "\"http\" %s", line);
+}
+
+/* The HTTP backend: the dispatch, plus node-level facts. */
+static int nodeSubmit(void *data, struct dispatch_req *req)
+{
+    struct node *n = data;
+    return dispatchSubmit(n->dispatch, req);
+}
+
+static void nodeCancel(void *data, struct dispatch_req *req)
+{
+    struct node *n = data;
+    dispatchCancel(n->dispatch, req);
+}
+
+static void nodeHealth(void *data, struct dispatch_health *out)
+{
+    struct node *n = data;
+    dispatchHealth(n->dispatch, out);
+}
+
+static void nodeMetrics(void *data, http_emit_fn emit, void *ctx)
+{
+    struct node *n = data;
+    dispatchMetrics(n->dispatch, emit, ctx);
+}
+
+static size_t nodeContention(void *data,
+                             struct http_contention *out,
+                             size_t max)
+{
+    struct node *n = data;
+    const struct metrics_contended *top[METRICS_TOPK];
+    size_t got;
+    if (max > METRICS_TOPK) {
+        max = METRICS_TOPK;
+    }
+    got = dispatchContention(n->dispatch, top, max);
+    for (size_t i = 0; i < got; i++) {
+        struct fsm_lock_view v;
+        memset(&out[i], 0, sizeof out[i]);
+        out[i].resource = top[i]->resource;
+        out[i].conflicts = top[i]->conflicts;
+        out[i].acquires = top[i]->acquires;
+        if (fsmLockGet(&n->fsm, top[i]->resource, strlen(top[i]->resource),
+                       &v)) {
+            out[i].waiters = v.queue_len;
+        }
+        out[i].wait_p50_ms = metricsHistQuantileMs(&top[i]->wait, 0.5);
+        out[i].wait_p99_ms = metricsHistQuantileMs(&top[i]->wait, 0.99);
+        out[i].hold_p50_ms = metricsHistQuantileMs(&top[i]->hold, 0.5);
+        out[i].hold_p99_ms = metricsHistQuantileMs(&top[i]->hold, 0.99);
+    }
+    return got;
 }
 
 int nodeStart(struct node **out,
@@ -144,7 +199,13 @@ int nodeStart(struct node **out,
         return -1;
     }
 
-    httpBackendFromDispatch(&backend, n->dispatch);
+    memset(&backend, 0, sizeof backend);
+    backend.data = n;
+    backend.submit = nodeSubmit;
+    backend.cancel = nodeCancel;
+    backend.health = nodeHealth;
+    backend.metrics = nodeMetrics;
+    backend.contention = nodeContention;
     httpConfigDefaults(&hc);
     hc.log = httpLog;
     rv = httpServerInit(&n->http, loop, &backend, config->http_address, &hc);
