@@ -1079,6 +1079,111 @@ static void test_random_against_model(void **state)
     }
 }
 
+/* -------------------------------------------------------------- scale */
+
+static int countPrefix(void *data, const struct fsm_lock_view *l)
+{
+    uint64_t *n = data;
+    (void)l;
+    (*n)++;
+    return 0;
+}
+
+/* A hundred thousand held locks: grants, lookups, prefix listing, snapshot
+ * round trip and a session close that frees them all in one apply. */
+static void test_scale(void **state)
+{
+    enum { N = 100000, B = 64 };
+    struct fsm fsm;
+    struct fsm replica;
+    struct fsm_config config;
+    Tn__Batch b = TN__BATCH__INIT;
+    Tn__Command cmd = TN__COMMAND__INIT;
+    Tn__Command *one = &cmd;
+    Tn__SessionOpen open = TN__SESSION_OPEN__INIT;
+    Tn__SessionClose close = TN__SESSION_CLOSE__INIT;
+    static Tn__Command cs[B];
+    static Tn__Acquire as[B];
+    static Tn__Command *ps[B];
+    static char names[B][32];
+    struct fsm_result rs[B];
+    struct fsm_result r;
+    struct fsm_stats st;
+    struct fsm_lock_view v;
+    uint64_t index = 1;
+    uint64_t session;
+    uint64_t n = 0;
+    void *s1;
+    void *s2;
+    size_t n1;
+    size_t n2;
+    (void)state;
+
+    fsmConfigDefaults(&config);
+    assert_int_equal(fsmInit(&fsm, &config), 0);
+    b.term = 1;
+    b.now_ms = 5000;
+    open.holder = "bulk";
+    open.ttl_ms = 10000;
+    cmd.body_case = TN__COMMAND__BODY_SESSION_OPEN;
+    cmd.session_open = &open;
+    b.commands = &one;
+    b.n_commands = 1;
+    fsmApply(&fsm, ++index, &b, &r);
+    session = r.session;
+    for (int i = 0; i < N; i += B) {
+        for (int k = 0; k < B; k++) {
+            Tn__Command ci = TN__COMMAND__INIT;
+            Tn__Acquire ai = TN__ACQUIRE__INIT;
+            /* Spread the keys so the tree sees them out of order. */
+            snprintf(names[k], sizeof names[k], "jobs/%06d",
+                     (int)(((uint64_t)(i + k) * 7919) % N));
+            cs[k] = ci;
+            as[k] = ai;
+            as[k].session = session;
+            as[k].resource = names[k];
+            cs[k].body_case = TN__COMMAND__BODY_ACQUIRE;
+            cs[k].acquire = &as[k];
+            ps[k] = &cs[k];
+        }
+        b.commands = ps;
+        b.n_commands = (size_t)(N - i < B ? N - i : B);
+        fsmApply(&fsm, ++index, &b, rs);
+        for (size_t k = 0; k < b.n_commands; k++) {
+            assert_int_equal(rs[k].status, TN__STATUS__OK);
+        }
+    }
+    fsmStats(&fsm, &st);
+    assert_int_equal(st.locks_held, N);
+    assert_true(fsmLockGet(&fsm, "jobs/004242", 11, &v));
+    assert_int_equal(v.holders[0].session, session);
+    fsmLockForEach(&fsm, "jobs/0042", 9, countPrefix, &n);
+    assert_int_equal(n, 100);
+
+    assert_int_equal(fsmSnapshot(&fsm, &s1, &n1), 0);
+    assert_int_equal(fsmInit(&replica, &config), 0);
+    assert_int_equal(fsmRestore(&replica, s1, n1), 0);
+    assert_int_equal(fsmSnapshot(&replica, &s2, &n2), 0);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(s1, s2, n1);
+
+    close.session = session;
+    cmd.body_case = TN__COMMAND__BODY_SESSION_CLOSE;
+    cmd.session_close = &close;
+    b.commands = &one;
+    b.n_commands = 1;
+    fsmApply(&fsm, ++index, &b, &r);
+    assert_int_equal(r.status, TN__STATUS__OK);
+    fsmStats(&fsm, &st);
+    assert_int_equal(st.locks_held, 0);
+    assert_int_equal(st.releases, N);
+    assert_false(fsmLockGet(&fsm, "jobs/004242", 11, &v));
+    free(s1);
+    free(s2);
+    fsmClose(&fsm);
+    fsmClose(&replica);
+}
+
 /* ---------------------------------------------------------------- avl */
 
 struct item
@@ -1183,6 +1288,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_random_against_model),
         T(test_avl_random),
+        T(test_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
