@@ -199,6 +199,7 @@ static void deadlineTimerCb(uv_timer_t *t)
     if (e->closing) {
         return;
     }
+    engineKick(e); /* the seq window may have opened */
     minDeadline(&e->waiting, &next);
     minDeadline(&e->sent, &next);
     minDeadline(&e->delayed, &next);
@@ -383,12 +384,44 @@ static void connDrop(struct conn *conn, bool failure, const char *fmt, ...)
 
 static void engineSendOp(struct engine *e, struct engine_op *op);
 
+/* The lowest sequence number still outstanding among the ops that hold
+ * the window, or 0 if none. */
+static uint64_t lowestOutstanding(struct engine *e)
+{
+    struct list *heads[3] = { &e->waiting, &e->sent, &e->delayed };
+    uint64_t low = 0;
+    for (int i = 0; i < 3; i++) {
+        struct list *l;
+        for (l = heads[i]->next; l != heads[i]; l = l->next) {
+            struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
+            if (op->seq != 0 && !op->may_wait && (low == 0 || op->seq < low)) {
+                low = op->seq;
+            }
+        }
+    }
+    return low;
+}
+
+/* Whether a new sequence number may be handed out now. */
+static bool seqWindowOpen(struct engine *e)
+{
+    uint64_t low = lowestOutstanding(e);
+    return low == 0 || e->next_seq - low < ENGINE_SEQ_WINDOW;
+}
+
 static void connFlush(struct engine *e)
 {
-    while (e->conn != NULL && e->conn->state == CONN_READY &&
-           !listEmpty(&e->waiting)) {
-        struct engine_op *op =
-            LIST_ENTRY(e->waiting.next, struct engine_op, link);
+    struct list *l = e->waiting.next;
+    while (l != &e->waiting && e->conn != NULL &&
+           e->conn->state == CONN_READY) {
+        struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
+        l = l->next;
+        if (op->mutating && op->seq == 0) {
+            if (!seqWindowOpen(e)) {
+                continue; /* waits for an older op to complete */
+            }
+            op->seq = e->next_seq++;
+        }
         engineSendOp(e, op);
     }
 }
@@ -757,6 +790,20 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
         }
         return;
     }
+    if (status == TN__STATUS__INVALID_ARGUMENT && op->mutating &&
+        op->attempts > 1 && r->message != NULL &&
+        strncmp(r->message, "seq:", 4) == 0) {
+        /* A resend was refused because its sequence number left the
+         * cluster's reply window: its outcome is no longer known. The
+         * operations are idempotent per session and token, so send it
+         * again as a new request. */
+        listRemove(&op->link);
+        op->seq = 0;
+        op->state = OP_WAITING;
+        listPush(&e->waiting, &op->link);
+        engineKick(e);
+        return;
+    }
     if (status != TN__STATUS__OK && r->message != NULL &&
         r->message[0] != '\0') {
         snprintf(op->errmsg, sizeof op->errmsg, "%s", r->message);
@@ -768,7 +815,13 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
         !e->has_leader) {
         engineLeaderHint(e, r->cluster->leader_rpc);
     }
-    opComplete(e, op, status, r);
+    {
+        bool held_seq = op->seq != 0;
+        opComplete(e, op, status, r); /* @op may be gone afterwards */
+        if (held_seq) {
+            engineKick(e); /* the seq window may have opened */
+        }
+    }
 }
 
 int engineInit(struct engine *e,
@@ -817,9 +870,7 @@ void engineSubmit(struct engine *e, struct engine_op *op)
     op->reached = false;
     op->id = 0;
     listInit(&op->link);
-    if (op->mutating) {
-        op->seq = e->next_seq++;
-    }
+    op->seq = 0; /* handed out when first sent */
     if (e->closing) {
         snprintf(op->errmsg, sizeof op->errmsg, "client is closing");
         opFailLater(e, op, TN_CANCELED);

@@ -12,8 +12,15 @@
  *     back to the waiting list; they are resent on the next connection;
  *   - retries: NO_QUORUM, COMMIT_UNKNOWN, RATE_LIMITED and server TIMEOUT
  *     answers are retried after a jittered backoff;
- *   - exactly-once: a mutating request gets its (client_id, seq) once, when
- *     submitted, and keeps it through every resend;
+ *   - exactly-once: a mutating request gets its (client_id, seq) when it is
+ *     first sent and keeps it through every resend. The cluster remembers
+ *     the replies of a client's ENGINE_SEQ_WINDOW highest sequence numbers
+ *     only, so a new number is handed out only while it is less than
+ *     ENGINE_SEQ_WINDOW above the lowest one still outstanding (ops that
+ *     may wait long on the server, like queued acquires, do not hold the
+ *     window back; if a retry of one of them is refused as too old, it is
+ *     sent again under a new number: the operations are idempotent per
+ *     session and token);
  *   - deadlines: every op completes by its deadline at the latest.
  *
  * Happy path of an op: engineSubmit -> WAITING -> (connected) SENT -> reply
@@ -40,6 +47,9 @@
 
 #define ENGINE_ERRMSG_SIZE 256
 
+/* Replies remembered per client by the cluster (fsm client_window). */
+#define ENGINE_SEQ_WINDOW 64
+
 struct engine;
 struct engine_op;
 
@@ -55,7 +65,8 @@ struct engine_op
     void *data;            /* user data */
     Tn__Request *request;  /* borrowed until cb; body set by the user. The
                               engine sets id, client_id and seq. */
-    bool mutating;         /* needs (client_id, seq) and the leader */
+    bool mutating;         /* needs (client_id, seq) */
+    bool may_wait;         /* the server may hold it long (queued acquire) */
     uint64_t deadline_ns;  /* absolute, leaseNow() clock */
     engine_op_cb cb;
 

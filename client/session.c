@@ -194,7 +194,10 @@ static void keepaliveTimerCb(uv_timer_t *t)
     memset(&s->ka_op, 0, sizeof s->ka_op);
     s->ka_op.data = s;
     s->ka_op.request = &s->ka_req;
-    s->ka_op.mutating = true;
+    /* Keepalives are answered from the leader's memory, without a log
+     * entry: they need no exactly-once identity (and must never wait for
+     * the sequence window). */
+    s->ka_op.mutating = false;
     s->ka_op.cb = keepaliveCb;
     s->ka_op.deadline_ns = leaseNow() + (uint64_t)interval * 1000000u;
     s->ka_inflight = true;
@@ -601,6 +604,7 @@ int tn_lock_acquire(tn_session *s,
     body.lock_delay_ms = opts->lock_delay_ms;
     call.req.body_case = TN__REQUEST__BODY_ACQUIRE;
     call.req.acquire = &body;
+    call.op.may_wait = opts->wait_ms > 0;
     ctx.s = s;
     ctx.lock = l;
     ctx.conflict = opts->conflict;

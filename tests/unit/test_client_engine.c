@@ -59,6 +59,7 @@ struct fake_log_entry
     int body;
     uint64_t client_id;
     uint64_t seq;
+    uint64_t at_ns; /* leaseNow() on arrival */
 };
 
 struct fake_conn
@@ -116,6 +117,7 @@ struct fake
     int commit_unknown;     /* apply, answer COMMIT_UNKNOWN */
     int no_quorum;          /* answer NO_QUORUM without applying */
     enum keepalive_mode ka_mode;
+    char ignore_resource[64]; /* acquires of it: no answer, not applied */
     int reorder;            /* hold acquire replies until this many */
     struct held_reply held[FAKE_ITEMS];
     int n_held;
@@ -390,6 +392,7 @@ static bool fakeHandle(struct fake *f, struct fake_conn *fc,
         f->log[f->n_log].body = rq->body_case;
         f->log[f->n_log].client_id = rq->client_id;
         f->log[f->n_log].seq = rq->seq;
+        f->log[f->n_log].at_ns = leaseNow();
         f->n_log++;
     }
     resp.id = rq->id;
@@ -441,6 +444,11 @@ static bool fakeHandle(struct fake *f, struct fake_conn *fc,
             break;
         }
         fakeSend(f, fc->fd, &resp, false);
+        return true;
+    }
+    if (rq->body_case == TN__REQUEST__BODY_ACQUIRE &&
+        f->ignore_resource[0] != '\0' &&
+        strcmp(rq->acquire->resource, f->ignore_resource) == 0) {
         return true;
     }
     if (f->no_quorum > 0) {
@@ -881,7 +889,7 @@ static void test_basic(void **state)
     assert_int_equal(tn_session_close(s), TN_OK);
 
     /* One client id; sequence numbers increase: open, acquire, release,
-     * close (keepalives take numbers of their own in between). */
+     * close. */
     {
         struct fake_log_entry log[64];
         int n = 0;
@@ -898,11 +906,14 @@ static void test_basic(void **state)
         pthread_mutex_unlock(&fx->fake->mu);
         assert_true(n >= 4);
         for (int i = 0; i < n; i++) {
-            assert_int_equal(log[i].client_id, tn_client_id(fx->c));
-            if (log[i].body != TN__REQUEST__BODY_KEEPALIVE) {
-                assert_true(log[i].seq > last);
-                last = log[i].seq;
+            if (log[i].body == TN__REQUEST__BODY_KEEPALIVE) {
+                /* Answered from memory: no exactly-once identity. */
+                assert_int_equal(log[i].client_id, 0);
+                continue;
             }
+            assert_int_equal(log[i].client_id, tn_client_id(fx->c));
+            assert_true(log[i].seq > last);
+            last = log[i].seq;
         }
     }
 }
@@ -1469,6 +1480,83 @@ static void test_cluster_status(void **state)
     assert_null(ci.state);
 }
 
+struct stuck
+{
+    tn_session *s;
+    int rc;
+    uint64_t done_ns; /* atomic */
+};
+
+static void *stuckMain(void *arg)
+{
+    struct stuck *st = arg;
+    tn_lock *l;
+    st->rc = tn_lock_acquire(st->s, "stuck", NULL, &l);
+    __atomic_store_n(&st->done_ns, leaseNow(), __ATOMIC_RELEASE);
+    return NULL;
+}
+
+/* The cluster remembers the replies of a client's 64 highest sequence
+ * numbers: while one request is unanswered, the library hands out no
+ * number 64 or more above it (so its retry could never be refused as too
+ * old); the others wait, and go on once it completes. Keepalives need no
+ * number and are never held back. */
+static void test_seq_window(void **state)
+{
+    struct fixture *fx = *state;
+    struct stuck st;
+    pthread_t t;
+    tn_session *s;
+    uint64_t stuck_seq = 0;
+    uint64_t done_ns;
+    int late = 0;
+
+    fx->c = openClient(fx, NULL, 1500);
+    assert_int_equal(tn_session_open(fx->c, "w", 600, NULL, &s), TN_OK);
+    pthread_mutex_lock(&fx->fake->mu);
+    snprintf(fx->fake->ignore_resource, sizeof fx->fake->ignore_resource,
+             "stuck");
+    pthread_mutex_unlock(&fx->fake->mu);
+    st.s = s;
+    st.rc = -1;
+    st.done_ns = 0;
+    assert_int_equal(pthread_create(&t, NULL, stuckMain, &st), 0);
+    sleepMs(100);
+    for (int i = 0; i < 100; i++) {
+        char res[32];
+        tn_lock *l;
+        snprintf(res, sizeof res, "w/%d", i);
+        assert_int_equal(tn_lock_acquire(s, res, NULL, &l), TN_OK);
+        assert_int_equal(tn_lock_release(l), TN_OK);
+        tn_lock_free(l);
+    }
+    pthread_join(t, NULL);
+    assert_int_equal(st.rc, TN_TIMEOUT);
+    done_ns = __atomic_load_n(&st.done_ns, __ATOMIC_ACQUIRE);
+    /* The session stayed valid meanwhile: keepalives were not held back. */
+    assert_true(tn_session_valid(s));
+
+    pthread_mutex_lock(&fx->fake->mu);
+    for (int i = 0; i < fx->fake->n_log; i++) {
+        if (fx->fake->log[i].body == TN__REQUEST__BODY_ACQUIRE &&
+            stuck_seq == 0 && fx->fake->log[i].node == 0) {
+            /* The first acquire is the stuck one. */
+            stuck_seq = fx->fake->log[i].seq;
+        }
+    }
+    for (int i = 0; i < fx->fake->n_log; i++) {
+        const struct fake_log_entry *e = &fx->fake->log[i];
+        if (e->seq >= stuck_seq + ENGINE_SEQ_WINDOW &&
+            e->at_ns < done_ns) {
+            late++;
+        }
+    }
+    pthread_mutex_unlock(&fx->fake->mu);
+    assert_true(stuck_seq > 0);
+    assert_int_equal(late, 0);
+    tn_session_close(s);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -1490,6 +1578,7 @@ int main(void)
         T(test_abandon),
         T(test_close_cancels),
         T(test_cluster_status),
+        T(test_seq_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
