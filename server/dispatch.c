@@ -216,6 +216,18 @@ struct dispatch
     struct dispatch_stats stats;
     uint64_t completed;
     struct metrics metrics;
+
+    /* Disk-space alarms: this node's, and (as leader) the ones followers
+     * report every second while they are short. */
+    bool disk_low;
+    uint64_t disk_free;
+    uint64_t last_transfer_ms;
+    struct
+    {
+        uint64_t id;
+        uint64_t until_ms;
+        uint64_t free_bytes;
+    } alarms[16];
 };
 
 static uint64_t monoMs(void)
@@ -1274,11 +1286,70 @@ static void processNotReady(struct dispatch *d)
     }
 }
 
+static void alarmRecord(struct dispatch *d, uint64_t id, uint64_t free_bytes)
+{
+    uint64_t now = monoMs();
+    unsigned slot = 0;
+    for (unsigned i = 0; i < 16; i++) {
+        if (d->alarms[i].id == id || d->alarms[i].until_ms < now) {
+            slot = i;
+            if (d->alarms[i].id == id) {
+                break;
+            }
+        }
+    }
+    d->alarms[slot].id = id;
+    d->alarms[slot].until_ms = now + 3000;
+    d->alarms[slot].free_bytes = free_bytes;
+}
+
+/* Is some member short of disk? Sets which one. */
+static bool diskAlarm(struct dispatch *d, uint64_t *id, uint64_t *free_bytes)
+{
+    uint64_t now = monoMs();
+    if (d->disk_low) {
+        *id = d->cfg.node_id;
+        *free_bytes = d->disk_free;
+        return true;
+    }
+    for (unsigned i = 0; i < 16; i++) {
+        if (d->alarms[i].id != 0 && d->alarms[i].until_ms >= now) {
+            *id = d->alarms[i].id;
+            *free_bytes = d->alarms[i].free_bytes;
+            return true;
+        }
+    }
+    return false;
+}
+
 static void submitMutation(struct dispatch *d, struct dispatch_req *req)
 {
     Tn__Request *rq = req->request;
     Tn__Command *cmd;
 
+    if (rq->body_case == TN__REQUEST__BODY_MEMBER_INFO &&
+        rq->member_info->low_disk) {
+        /* A follower reporting a disk-space alarm: kept in memory. */
+        alarmRecord(d, rq->member_info->id, rq->member_info->free_bytes);
+        completeStatus(d, req, TN__STATUS__OK, NULL);
+        return;
+    }
+    if (rq->body_case != TN__REQUEST__BODY_RELEASE &&
+        rq->body_case != TN__REQUEST__BODY_SESSION_CLOSE &&
+        rq->body_case != TN__REQUEST__BODY_MEMBER_INFO) {
+        uint64_t id;
+        uint64_t free_bytes;
+        if (diskAlarm(d, &id, &free_bytes)) {
+            char msg[160];
+            snprintf(msg, sizeof msg,
+                     "writes refused: node %llu has %llu MiB free in its data "
+                     "dir, below min-free-disk",
+                     (unsigned long long)id,
+                     (unsigned long long)(free_bytes >> 20));
+            completeStatus(d, req, TN__STATUS__NO_SPACE, msg);
+            return;
+        }
+    }
     req->client_id = rq->client_id;
     req->seq = rq->seq;
     if (rq->body_case == TN__REQUEST__BODY_ACQUIRE && rq->client_id == 0 &&
@@ -1643,6 +1714,55 @@ static void changedHook(void *data)
     }
 }
 
+/* While short of disk: a leader hands leadership over (at most every 5 s);
+ * a follower tells the leader, which refuses writes cluster-wide. */
+static void diskReport(struct dispatch *d, uint64_t now)
+{
+    struct memberReg *m;
+    if (d->is_leader) {
+        if (now - d->last_transfer_ms >= 5000) {
+            d->last_transfer_ms = now;
+            if (adapterTransfer(d->adapter, 0) == 0) {
+                tnWarnf("\"disk space low: handing leadership over\"");
+            }
+        }
+        return;
+    }
+    if (adapterLeader(d->adapter, NULL) == 0) {
+        return;
+    }
+    m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        return;
+    }
+    tn__request__init(&m->request);
+    tn__member_info__init(&m->info);
+    m->info.id = d->cfg.node_id;
+    m->info.rpc_address = (char *)d->cfg.rpc_address;
+    m->info.http_address = (char *)d->cfg.http_address;
+    m->info.raft_address = (char *)d->cfg.raft_address;
+    m->info.low_disk = true;
+    m->info.free_bytes = d->disk_free;
+    m->request.forward = true;
+    m->request.body_case = TN__REQUEST__BODY_MEMBER_INFO;
+    m->request.member_info = &m->info;
+    m->req.data = m;
+    m->req.request = &m->request;
+    m->req.cb = memberRegCb;
+    if (dispatchSubmit(d, &m->req) != 0) {
+        free(m);
+    }
+}
+
+void dispatchSetDiskLow(struct dispatch *d, bool low, uint64_t free_bytes)
+{
+    d->disk_low = low;
+    d->disk_free = free_bytes;
+    if (low) {
+        diskReport(d, monoMs());
+    }
+}
+
 static void timerCb(uv_timer_t *t)
 {
     struct dispatch *d = t->data;
@@ -1709,6 +1829,9 @@ static void timerCb(uv_timer_t *t)
     }
     if (now >= d->member_check_ms) {
         d->member_check_ms = now + 1000;
+        if (d->disk_low) {
+            diskReport(d, now);
+        }
         if (d->is_leader && d->ready) {
             registerSelf(d);
         } else if (!d->is_leader && adapterLeader(d->adapter, NULL) != 0) {

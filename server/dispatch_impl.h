@@ -52,6 +52,12 @@ struct dispatch_stats
 };
 void dispatchStats(struct dispatch *d, struct dispatch_stats *out);
 
+/* This node's data dir is (no longer) short of space. While it is, writes
+ * are refused cluster-wide with NO_SPACE (except release and session
+ * close), a leader hands leadership over and a follower reports the alarm
+ * to the leader every second. */
+void dispatchSetDiskLow(struct dispatch *d, bool low, uint64_t free_bytes);
+
 /* Render this node's lock-service metrics (Prometheus text) through @emit. */
 void dispatchMetrics(struct dispatch *d,
                      void (*emit)(void *ctx, const char *text, size_t len),

@@ -1,11 +1,13 @@
-/* tenured: arguments, signals, then the node does the rest. */
+/* tenured: options (flags and config file), signals, then the node. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -13,28 +15,49 @@
 #include "node.h"
 
 static const char usage[] =
-    "usage: tenured --id N --data DIR --raft HOST:PORT --rpc HOST:PORT\n"
-    "               --http HOST:PORT [--initial-cluster ID=HOST:PORT,...]\n"
-    "               [--log-level debug|info|warn|error]\n"
+    "usage: tenured [--config FILE] --id N --data DIR --raft HOST:PORT\n"
+    "               --rpc HOST:PORT --http HOST:PORT\n"
+    "               [--initial-cluster ID=HOST:PORT,... | --join]\n"
+    "               [--log-level debug|info|warn|error] [--log-file FILE]\n"
     "               [--election-timeout MS] [--heartbeat MS]\n"
     "               [--min-ttl MS] [--max-ttl MS] [--max-lock-delay MS]\n"
     "               [--snapshot-threshold N] [--max-frame BYTES]\n"
+    "               [--min-free-disk BYTES]\n"
     "\n"
+    "  --config           a file of `key = value` lines with the same keys as\n"
+    "                     the flags (without the dashes); flags override it.\n"
     "  --initial-cluster  Raft addresses of the initial voters; used on the\n"
     "                     first boot only (bootstrap), ignored afterwards.\n"
-    "                     Omit it for a single-node cluster of this node.\n";
+    "                     Without it (and without --join) the node is a\n"
+    "                     cluster of one.\n"
+    "  --join             start empty and wait to be added with\n"
+    "                     `tenurectl cluster add ID RAFT_ADDRESS`.\n"
+    "  --min-free-disk    below this many free bytes in the data dir the\n"
+    "                     cluster refuses new writes (default 64 MiB).\n";
+
+struct settings
+{
+    struct node_config cfg;
+    char *initial;        /* owned copy of --initial-cluster */
+    bool join;
+    const char *log_file;
+    char *strings[32];    /* owned copies of string values */
+    unsigned n_strings;
+};
 
 struct app
 {
     uv_loop_t loop;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sighup;
     struct node *node;
+    const char *log_file;
     bool stopping;
 };
 
-static int parseU64(const char *flag, const char *s, uint64_t min,
-                    uint64_t max, uint64_t *out)
+static int parseU64(const char *where, const char *key, const char *s,
+                    uint64_t min, uint64_t max, uint64_t *out)
 {
     char *end;
     unsigned long long v;
@@ -43,42 +66,227 @@ static int parseU64(const char *flag, const char *s, uint64_t min,
     if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v < min ||
         v > max) {
         fprintf(stderr,
-                "tenured: %s: expected a number in [%llu, %llu], got '%s'\n",
-                flag, (unsigned long long)min, (unsigned long long)max, s);
+                "tenured: %s%s: expected a number in [%llu, %llu], got '%s'\n",
+                where, key, (unsigned long long)min, (unsigned long long)max,
+                s);
         return -1;
     }
     *out = v;
     return 0;
 }
 
-/* "1=127.0.0.1:7001,2=127.0.0.1:7002" */
-static int parseInitial(char *s, struct node_config *c)
+static const char *keep(struct settings *st, const char *value)
 {
+    char *copy;
+    if (st->n_strings == sizeof st->strings / sizeof st->strings[0]) {
+        return NULL;
+    }
+    copy = strdup(value);
+    if (copy != NULL) {
+        st->strings[st->n_strings++] = copy;
+    }
+    return copy;
+}
+
+/* Apply one option by name; @where prefixes error messages ("" for flags,
+ * "FILE:LINE: " for the config file). Returns 0, or -1 after printing an
+ * error that names the key. */
+static int applyOption(struct settings *st, const char *where,
+                       const char *key, const char *value)
+{
+    struct node_config *c = &st->cfg;
+    uint64_t v;
+    int rv;
+
+    if (value == NULL && strcmp(key, "join") != 0) {
+        fprintf(stderr, "tenured: %s%s: a value is required\n", where, key);
+        return -1;
+    }
+    if (strcmp(key, "id") == 0) {
+        if (parseU64(where, key, value, 1, UINT32_MAX, &c->id) != 0) {
+            return -1;
+        }
+    } else if (strcmp(key, "data") == 0) {
+        c->data_dir = keep(st, value);
+    } else if (strcmp(key, "raft") == 0) {
+        c->raft_address = keep(st, value);
+    } else if (strcmp(key, "rpc") == 0) {
+        c->rpc_address = keep(st, value);
+    } else if (strcmp(key, "http") == 0) {
+        c->http_address = keep(st, value);
+    } else if (strcmp(key, "initial-cluster") == 0) {
+        free(st->initial);
+        st->initial = strdup(value);
+    } else if (strcmp(key, "join") == 0) {
+        st->join = value == NULL || strcmp(value, "true") == 0 ||
+                   strcmp(value, "1") == 0 || strcmp(value, "yes") == 0;
+        if (value != NULL && !st->join && strcmp(value, "false") != 0 &&
+            strcmp(value, "0") != 0 && strcmp(value, "no") != 0) {
+            fprintf(stderr, "tenured: %s%s: expected true or false, got '%s'\n",
+                    where, key, value);
+            return -1;
+        }
+    } else if (strcmp(key, "log-level") == 0) {
+        rv = tnLogParseLevel(value);
+        if (rv < 0) {
+            fprintf(stderr,
+                    "tenured: %s%s: expected debug, info, warn or error, got "
+                    "'%s'\n",
+                    where, key, value);
+            return -1;
+        }
+        tnLogSetLevel((enum tn_log_level)rv);
+    } else if (strcmp(key, "log-file") == 0) {
+        st->log_file = keep(st, value);
+    } else if (strcmp(key, "election-timeout") == 0) {
+        if (parseU64(where, key, value, 50, 60000, &v) != 0) {
+            return -1;
+        }
+        c->election_timeout_ms = (unsigned)v;
+    } else if (strcmp(key, "heartbeat") == 0) {
+        if (parseU64(where, key, value, 5, 10000, &v) != 0) {
+            return -1;
+        }
+        c->heartbeat_ms = (unsigned)v;
+    } else if (strcmp(key, "min-ttl") == 0) {
+        if (parseU64(where, key, value, 100, 86400000, &v) != 0) {
+            return -1;
+        }
+        c->min_ttl_ms = (uint32_t)v;
+    } else if (strcmp(key, "max-ttl") == 0) {
+        if (parseU64(where, key, value, 100, 86400000, &v) != 0) {
+            return -1;
+        }
+        c->max_ttl_ms = (uint32_t)v;
+    } else if (strcmp(key, "max-lock-delay") == 0) {
+        if (parseU64(where, key, value, 0, 86400000, &v) != 0) {
+            return -1;
+        }
+        c->max_lock_delay_ms = (uint32_t)v;
+    } else if (strcmp(key, "snapshot-threshold") == 0) {
+        if (parseU64(where, key, value, 64, 1U << 30, &v) != 0) {
+            return -1;
+        }
+        c->snapshot_threshold = (unsigned)v;
+    } else if (strcmp(key, "max-frame") == 0) {
+        if (parseU64(where, key, value, 1024, 64U << 20, &v) != 0) {
+            return -1;
+        }
+        c->max_frame = (size_t)v;
+    } else if (strcmp(key, "min-free-disk") == 0) {
+        if (parseU64(where, key, value, 0, UINT64_MAX / 2, &v) != 0) {
+            return -1;
+        }
+        c->min_free_disk = v;
+    } else {
+        fprintf(stderr, "tenured: %sunknown key '%s'\n", where, key);
+        return -1;
+    }
+    if ((strcmp(key, "data") == 0 || strcmp(key, "raft") == 0 ||
+         strcmp(key, "rpc") == 0 || strcmp(key, "http") == 0 ||
+         strcmp(key, "log-file") == 0) &&
+        value[0] == '\0') {
+        fprintf(stderr, "tenured: %s%s: must not be empty\n", where, key);
+        return -1;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t') {
+        s++;
+    }
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
+                     e[-1] == '\r')) {
+        *--e = '\0';
+    }
+    return s;
+}
+
+/* `key = value` lines; `#` starts a comment; blank lines are ignored. */
+static int loadConfig(struct settings *st, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[1024];
+    char where[512];
+    unsigned lineno = 0;
+    int rv = 0;
+
+    if (f == NULL) {
+        fprintf(stderr, "tenured: --config %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof line, f) != NULL) {
+        char *hash = strchr(line, '#');
+        char *eq;
+        char *key;
+        char *value;
+        lineno++;
+        snprintf(where, sizeof where, "%s:%u: ", path, lineno);
+        if (strchr(line, '\n') == NULL && !feof(f)) {
+            fprintf(stderr, "tenured: %sline too long\n", where);
+            rv = -1;
+            break;
+        }
+        if (hash != NULL) {
+            *hash = '\0';
+        }
+        key = trim(line);
+        if (key[0] == '\0') {
+            continue;
+        }
+        eq = strchr(key, '=');
+        if (eq == NULL) {
+            fprintf(stderr, "tenured: %sexpected `key = value`, got '%s'\n",
+                    where, key);
+            rv = -1;
+            break;
+        }
+        *eq = '\0';
+        value = trim(eq + 1);
+        key = trim(key);
+        if (applyOption(st, where, key, value) != 0) {
+            rv = -1;
+            break;
+        }
+    }
+    fclose(f);
+    return rv;
+}
+
+/* "1=127.0.0.1:7001,2=127.0.0.1:7002" */
+static int parseInitial(struct settings *st)
+{
+    struct node_config *c = &st->cfg;
     char *save = NULL;
-    for (char *item = strtok_r(s, ",", &save); item != NULL;
+    for (char *item = strtok_r(st->initial, ",", &save); item != NULL;
          item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
         uint64_t id;
         if (eq == NULL || eq == item || eq[1] == '\0') {
             fprintf(stderr,
-                    "tenured: --initial-cluster: expected ID=HOST:PORT, got "
+                    "tenured: initial-cluster: expected ID=HOST:PORT, got "
                     "'%s'\n",
                     item);
             return -1;
         }
         *eq = '\0';
-        if (parseU64("--initial-cluster id", item, 1, UINT32_MAX, &id) != 0) {
+        if (parseU64("", "initial-cluster id", item, 1, UINT32_MAX, &id) !=
+            0) {
             return -1;
         }
         if (c->n_initial == NODE_MAX_INITIAL) {
-            fprintf(stderr, "tenured: --initial-cluster: at most %d members\n",
+            fprintf(stderr, "tenured: initial-cluster: at most %d members\n",
                     NODE_MAX_INITIAL);
             return -1;
         }
         for (unsigned i = 0; i < c->n_initial; i++) {
             if (c->initial_ids[i] == id) {
                 fprintf(stderr,
-                        "tenured: --initial-cluster: id %llu appears twice\n",
+                        "tenured: initial-cluster: id %llu appears twice\n",
                         (unsigned long long)id);
                 return -1;
             }
@@ -90,17 +298,101 @@ static int parseInitial(char *s, struct node_config *c)
     return 0;
 }
 
+static int validate(struct settings *st)
+{
+    struct node_config *c = &st->cfg;
+
+    if (c->id == 0 || c->data_dir == NULL || c->raft_address == NULL ||
+        c->rpc_address == NULL || c->http_address == NULL) {
+        fprintf(stderr,
+                "tenured: id, data, raft, rpc and http are required\n%s",
+                usage);
+        return -1;
+    }
+    if (c->min_ttl_ms > c->max_ttl_ms) {
+        fprintf(stderr, "tenured: min-ttl (%u) is above max-ttl (%u)\n",
+                c->min_ttl_ms, c->max_ttl_ms);
+        return -1;
+    }
+    if (c->min_ttl_ms < 2 * c->election_timeout_ms) {
+        fprintf(stderr,
+                "tenured: min-ttl (%u ms) must be at least twice the "
+                "election-timeout (%u ms)\n",
+                c->min_ttl_ms, c->election_timeout_ms);
+        return -1;
+    }
+    if (c->heartbeat_ms >= c->election_timeout_ms) {
+        fprintf(stderr,
+                "tenured: heartbeat (%u ms) must be below election-timeout "
+                "(%u ms)\n",
+                c->heartbeat_ms, c->election_timeout_ms);
+        return -1;
+    }
+    if (st->join && st->initial != NULL) {
+        fprintf(stderr,
+                "tenured: join and initial-cluster exclude each other\n");
+        return -1;
+    }
+    if (st->initial != NULL) {
+        bool self = false;
+        if (parseInitial(st) != 0) {
+            return -1;
+        }
+        for (unsigned i = 0; i < c->n_initial; i++) {
+            if (c->initial_ids[i] == c->id) {
+                self = true;
+            }
+        }
+        if (!self) {
+            fprintf(stderr,
+                    "tenured: initial-cluster does not list this node's id "
+                    "%llu\n",
+                    (unsigned long long)c->id);
+            return -1;
+        }
+    } else if (!st->join) {
+        /* A cluster of one: this node alone. */
+        c->n_initial = 1;
+        c->initial_ids[0] = c->id;
+        c->initial_addresses[0] = c->raft_address;
+    }
+    return 0;
+}
+
+/* Point stderr at the log file (again: SIGHUP after a rotation). */
+static int openLog(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fprintf(stderr, "tenured: log-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (dup2(fd, STDERR_FILENO) < 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
 static void stoppedCb(void *data)
 {
     struct app *a = data;
     a->node = NULL;
     uv_close((uv_handle_t *)&a->sigterm, NULL);
     uv_close((uv_handle_t *)&a->sigint, NULL);
+    uv_close((uv_handle_t *)&a->sighup, NULL);
 }
 
 static void signalCb(uv_signal_t *h, int signum)
 {
     struct app *a = h->data;
+    if (signum == SIGHUP) {
+        if (a->log_file != NULL && openLog(a->log_file) == 0) {
+            tnInfof("\"log file reopened\" path=\"%s\"", a->log_file);
+        }
+        return;
+    }
     if (a->stopping) {
         return;
     }
@@ -112,112 +404,61 @@ static void signalCb(uv_signal_t *h, int signum)
 int main(int argc, char **argv)
 {
     static const struct option options[] = {
-        { "id", required_argument, NULL, 'i' },
-        { "data", required_argument, NULL, 'd' },
-        { "raft", required_argument, NULL, 'r' },
-        { "rpc", required_argument, NULL, 'p' },
-        { "http", required_argument, NULL, 'h' },
-        { "initial-cluster", required_argument, NULL, 'c' },
-        { "log-level", required_argument, NULL, 'l' },
-        { "election-timeout", required_argument, NULL, 'E' },
-        { "heartbeat", required_argument, NULL, 'H' },
-        { "min-ttl", required_argument, NULL, 'm' },
-        { "max-ttl", required_argument, NULL, 'M' },
-        { "max-lock-delay", required_argument, NULL, 'D' },
-        { "snapshot-threshold", required_argument, NULL, 'S' },
-        { "max-frame", required_argument, NULL, 'F' },
-        { "help", no_argument, NULL, '?' },
+        { "config", required_argument, NULL, 0 },
+        { "id", required_argument, NULL, 0 },
+        { "data", required_argument, NULL, 0 },
+        { "raft", required_argument, NULL, 0 },
+        { "rpc", required_argument, NULL, 0 },
+        { "http", required_argument, NULL, 0 },
+        { "initial-cluster", required_argument, NULL, 0 },
+        { "join", no_argument, NULL, 0 },
+        { "log-level", required_argument, NULL, 0 },
+        { "log-file", required_argument, NULL, 0 },
+        { "election-timeout", required_argument, NULL, 0 },
+        { "heartbeat", required_argument, NULL, 0 },
+        { "min-ttl", required_argument, NULL, 0 },
+        { "max-ttl", required_argument, NULL, 0 },
+        { "max-lock-delay", required_argument, NULL, 0 },
+        { "snapshot-threshold", required_argument, NULL, 0 },
+        { "max-frame", required_argument, NULL, 0 },
+        { "min-free-disk", required_argument, NULL, 0 },
+        { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct node_config cfg;
+    struct settings st;
     struct app app;
     char errmsg[512];
-    char *initial = NULL;
-    uint64_t v;
+    const char *config = NULL;
     int opt;
+    int idx;
     int rv;
 
-    nodeConfigDefaults(&cfg);
+    memset(&st, 0, sizeof st);
     memset(&app, 0, sizeof app);
-    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
-        switch (opt) {
-            case 'i':
-                if (parseU64("--id", optarg, 1, UINT32_MAX, &cfg.id) != 0) {
-                    return 2;
-                }
-                break;
-            case 'd':
-                cfg.data_dir = optarg;
-                break;
-            case 'r':
-                cfg.raft_address = optarg;
-                break;
-            case 'p':
-                cfg.rpc_address = optarg;
-                break;
-            case 'h':
-                cfg.http_address = optarg;
-                break;
-            case 'c':
-                initial = optarg;
-                break;
-            case 'l':
-                rv = tnLogParseLevel(optarg);
-                if (rv < 0) {
-                    fprintf(stderr,
-                            "tenured: --log-level: expected debug, info, "
-                            "warn or error, got '%s'\n",
-                            optarg);
-                    return 2;
-                }
-                tnLogSetLevel((enum tn_log_level)rv);
-                break;
-            case 'E':
-                if (parseU64("--election-timeout", optarg, 50, 60000, &v)) {
-                    return 2;
-                }
-                cfg.election_timeout_ms = (unsigned)v;
-                break;
-            case 'H':
-                if (parseU64("--heartbeat", optarg, 5, 10000, &v)) {
-                    return 2;
-                }
-                cfg.heartbeat_ms = (unsigned)v;
-                break;
-            case 'm':
-                if (parseU64("--min-ttl", optarg, 100, 86400000, &v)) {
-                    return 2;
-                }
-                cfg.min_ttl_ms = (uint32_t)v;
-                break;
-            case 'M':
-                if (parseU64("--max-ttl", optarg, 100, 86400000, &v)) {
-                    return 2;
-                }
-                cfg.max_ttl_ms = (uint32_t)v;
-                break;
-            case 'D':
-                if (parseU64("--max-lock-delay", optarg, 0, 86400000, &v)) {
-                    return 2;
-                }
-                cfg.max_lock_delay_ms = (uint32_t)v;
-                break;
-            case 'S':
-                if (parseU64("--snapshot-threshold", optarg, 64, 1U << 30,
-                             &v)) {
-                    return 2;
-                }
-                cfg.snapshot_threshold = (unsigned)v;
-                break;
-            case 'F':
-                if (parseU64("--max-frame", optarg, 1024, 64U << 20, &v)) {
-                    return 2;
-                }
-                cfg.max_frame = (size_t)v;
-                break;
-            default:
-                fputs(usage, stderr);
-                return 2;
+    nodeConfigDefaults(&st.cfg);
+
+    /* First pass: find --config, so that flags override the file. */
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        if (opt == 0 && strcmp(options[idx].name, "config") == 0) {
+            config = optarg;
+        }
+    }
+    if (config != NULL && loadConfig(&st, config) != 0) {
+        return 2;
+    }
+    optind = 1;
+    opterr = 1;
+    while ((opt = getopt_long(argc, argv, "", options, &idx)) != -1) {
+        if (opt != 0) {
+            fputs(usage, opt == 'h' ? stdout : stderr);
+            return opt == 'h' ? 0 : 2;
+        }
+        if (strcmp(options[idx].name, "config") == 0) {
+            continue;
+        }
+        if (applyOption(&st, "--", options[idx].name, optarg) != 0) {
+            return 2;
         }
     }
     if (optind != argc) {
@@ -225,54 +466,18 @@ int main(int argc, char **argv)
                 usage);
         return 2;
     }
-    if (cfg.id == 0 || cfg.data_dir == NULL || cfg.raft_address == NULL ||
-        cfg.rpc_address == NULL || cfg.http_address == NULL) {
-        fprintf(stderr,
-                "tenured: --id, --data, --raft, --rpc and --http are "
-                "required\n%s",
-                usage);
+    if (validate(&st) != 0) {
         return 2;
     }
-    if (cfg.min_ttl_ms > cfg.max_ttl_ms) {
-        fprintf(stderr, "tenured: --min-ttl (%u) is above --max-ttl (%u)\n",
-                cfg.min_ttl_ms, cfg.max_ttl_ms);
+    if (st.log_file != NULL && openLog(st.log_file) != 0) {
         return 2;
     }
-    if (cfg.min_ttl_ms < 2 * cfg.election_timeout_ms) {
-        fprintf(stderr,
-                "tenured: --min-ttl (%u ms) must be at least twice the "
-                "election timeout (%u ms)\n",
-                cfg.min_ttl_ms, cfg.election_timeout_ms);
-        return 2;
-    }
-    if (initial != NULL && parseInitial(initial, &cfg) != 0) {
-        return 2;
-    }
-    if (initial == NULL) {
-        /* A cluster of one: this node alone. */
-        cfg.n_initial = 1;
-        cfg.initial_ids[0] = cfg.id;
-        cfg.initial_addresses[0] = cfg.raft_address;
-    } else {
-        bool self = false;
-        for (unsigned i = 0; i < cfg.n_initial; i++) {
-            if (cfg.initial_ids[i] == cfg.id) {
-                self = true;
-            }
-        }
-        if (!self) {
-            fprintf(stderr,
-                    "tenured: --initial-cluster does not list this node's id "
-                    "%llu\n",
-                    (unsigned long long)cfg.id);
-            return 2;
-        }
-    }
-    tnLogSetNode(cfg.id);
+    app.log_file = st.log_file;
+    tnLogSetNode(st.cfg.id);
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_init(&app.loop);
-    rv = nodeStart(&app.node, &app.loop, &cfg, errmsg, sizeof errmsg);
+    rv = nodeStart(&app.node, &app.loop, &st.cfg, errmsg, sizeof errmsg);
     if (rv != 0) {
         tnErrorf("\"cannot start\" error=\"%s\"", errmsg);
         fprintf(stderr, "tenured: %s\n", errmsg);
@@ -280,10 +485,13 @@ int main(int argc, char **argv)
     }
     uv_signal_init(&app.loop, &app.sigterm);
     uv_signal_init(&app.loop, &app.sigint);
+    uv_signal_init(&app.loop, &app.sighup);
     app.sigterm.data = &app;
     app.sigint.data = &app;
+    app.sighup.data = &app;
     uv_signal_start(&app.sigterm, signalCb, SIGTERM);
     uv_signal_start(&app.sigint, signalCb, SIGINT);
+    uv_signal_start(&app.sighup, signalCb, SIGHUP);
 
     uv_run(&app.loop, UV_RUN_DEFAULT);
     rv = uv_loop_close(&app.loop);
@@ -291,5 +499,9 @@ int main(int argc, char **argv)
         tnWarnf("\"loop not clean at exit\" error=\"%s\"", uv_strerror(rv));
     }
     tnInfof("\"stopped\"");
+    for (unsigned i = 0; i < st.n_strings; i++) {
+        free(st.strings[i]);
+    }
+    free(st.initial);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "dispatch_impl.h"
 #include "fsm.h"
@@ -31,6 +32,8 @@ struct node
     struct rpc_server *rpc;
     struct http_server http;
     bool http_started;
+    uv_timer_t disk_timer;
+    bool disk_low;
     uv_timer_t stop_timer;
     unsigned stop_waits;
     bool transferring;
@@ -47,6 +50,8 @@ void nodeConfigDefaults(struct node_config *c)
     c->max_ttl_ms = 300000;
     c->max_lock_delay_ms = 60000;
     c->max_frame = 1024 * 1024;
+    /* 3 segments of 8 MiB, room for a snapshot or two, slack. */
+    c->min_free_disk = 64ULL * 1024 * 1024;
 }
 
 static int makeDir(const char *dir, char *errmsg, size_t errmsg_len)
@@ -125,6 +130,36 @@ static size_t nodeContention(void *data,
         out[i].hold_p99_ms = metricsHistQuantileMs(&top[i]->hold, 0.99);
     }
     return got;
+}
+
+/* Disk-space guard: refuse writes before the Raft library ever sees ENOSPC
+ * (which 0.22.1 turns into crashes). */
+static void diskTimerCb(uv_timer_t *t)
+{
+    struct node *n = t->data;
+    struct statvfs sv;
+    uint64_t free_bytes;
+    bool low;
+
+    if (statvfs(n->cfg.data_dir, &sv) != 0) {
+        return;
+    }
+    free_bytes = (uint64_t)sv.f_bavail * (uint64_t)sv.f_frsize;
+    low = free_bytes < n->cfg.min_free_disk;
+    if (low != n->disk_low) {
+        if (low) {
+            tnWarnf("\"disk space low: refusing writes\" free_bytes=%llu "
+                    "min_free_disk=%llu data=%s",
+                    (unsigned long long)free_bytes,
+                    (unsigned long long)n->cfg.min_free_disk,
+                    n->cfg.data_dir);
+        } else {
+            tnInfof("\"disk space recovered\" free_bytes=%llu",
+                    (unsigned long long)free_bytes);
+        }
+        n->disk_low = low;
+    }
+    dispatchSetDiskLow(n->dispatch, low, free_bytes);
 }
 
 int nodeStart(struct node **out,
@@ -218,6 +253,9 @@ int nodeStart(struct node **out,
                  httpServerErrmsg(&n->http));
         return -1;
     }
+    uv_timer_init(loop, &n->disk_timer);
+    n->disk_timer.data = n;
+    uv_timer_start(&n->disk_timer, diskTimerCb, 0, 1000);
     tnInfof("\"node started\" raft=%s rpc=%s http=%s data=%s",
             config->raft_address, config->rpc_address, config->http_address,
             config->data_dir);
@@ -236,9 +274,15 @@ static void nodeFinish(struct node *n)
     }
 }
 
-static void stopTimerCloseCb(uv_handle_t *h)
+static void diskTimerCloseCb(uv_handle_t *h)
 {
     nodeFinish(h->data);
+}
+
+static void stopTimerCloseCb(uv_handle_t *h)
+{
+    struct node *n = h->data;
+    uv_close((uv_handle_t *)&n->disk_timer, diskTimerCloseCb);
 }
 
 static void httpClosedCb(struct http_server *s)
@@ -281,6 +325,7 @@ static void stopTimerCb(uv_timer_t *t)
         return;
     }
     uv_timer_stop(t);
+    uv_timer_stop(&n->disk_timer);
     rpcServerStopListening(n->rpc);
     adapterClose(n->adapter, adapterClosedCb, n);
 }

@@ -27,6 +27,7 @@ struct node_config
     uint32_t max_ttl_ms;
     uint32_t max_lock_delay_ms;
     size_t max_frame;
+    uint64_t min_free_disk;                /* bytes; below: refuse writes */
 };
 
 void nodeConfigDefaults(struct node_config *c);
