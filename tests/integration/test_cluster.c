@@ -88,7 +88,9 @@ static void lockStatus(struct fixture *f,
     }
 }
 
-/* GET /v1/locks/{id} on node @i: the token of the first holder, 0 if free. */
+/* GET /v1/locks/{id} on node @i: the token of the first holder, 0 if free.
+ * A 503 (no leader known yet: a node that just restarted may still be
+ * catching up) is retried for up to 5 s, as its Retry-After asks. */
 static uint64_t httpToken(struct fixture *f, int i, const char *resource)
 {
     struct http_response r;
@@ -96,11 +98,19 @@ static uint64_t httpToken(struct fixture *f, int i, const char *resource)
     json_t *j;
     json_t *t;
     uint64_t token = 0;
+    uint64_t end = nowMs() + 5000;
     int status;
 
     snprintf(path, sizeof path, "/v1/locks/%s", resource);
-    status = httpRequest(clusterHttpPort(&f->cluster, i), "GET", path, NULL,
-                         NULL, &r);
+    for (;;) {
+        status = httpRequest(clusterHttpPort(&f->cluster, i), "GET", path,
+                             NULL, NULL, &r);
+        if (status != 503 || nowMs() >= end) {
+            break;
+        }
+        httpResponseFree(&r);
+        sleepMs(100);
+    }
     if (status != 200) {
         fail_msg("GET %s on node %d: %d %s %s", path, i, status, r.error,
                  r.body != NULL ? r.body : "");
