@@ -918,7 +918,28 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
     }
     r->resp.id = rq->id;
     r->resp.index = fsmIndex(d->fsm);
-    if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+    if (rq->body_case == TN__REQUEST__BODY_SNAPSHOT_SAVE) {
+        void *buf;
+        size_t len;
+        if (fsmSnapshot(d->fsm, &buf, &len) != 0) {
+            replyFree(r);
+            completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+            return;
+        }
+        r->resp.snapshot.data = arenaAlloc(&r->arena, len ? len : 1);
+        if (r->resp.snapshot.data == NULL) {
+            free(buf);
+            replyFree(r);
+            completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+            return;
+        }
+        memcpy(r->resp.snapshot.data, buf, len);
+        free(buf);
+        r->resp.snapshot.len = len;
+        r->resp.body_case = TN__RESPONSE__BODY_SNAPSHOT;
+        tnInfof("\"snapshot saved for an operator\" index=%llu bytes=%zu",
+                (unsigned long long)r->resp.index, len);
+    } else if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
         struct fsm_lock_view v;
         const char *res = rq->get_lock->resource ? rq->get_lock->resource : "";
         Tn__LockInfo *li;
@@ -1000,9 +1021,12 @@ static void answerOrWatch(struct dispatch *d, struct dispatch_req *req)
     if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
         index = rq->get_lock->index;
         wait = rq->get_lock->wait_ms;
-    } else {
+    } else if (rq->body_case == TN__REQUEST__BODY_LIST_LOCKS) {
         index = rq->list_locks->index;
         wait = rq->list_locks->wait_ms;
+    } else {
+        answerRead(d, req);
+        return;
     }
     if (index == 0 || wait == 0 || d->closing ||
         d->n_watches >= MAX_WATCHES || changedSince(d, rq)) {
@@ -1267,6 +1291,7 @@ static bool isMutation(int body_case)
         case TN__REQUEST__BODY_RELEASE:
         case TN__REQUEST__BODY_RENEW:
         case TN__REQUEST__BODY_MEMBER_INFO:
+        case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
             return true;
         default:
             return false;
@@ -1392,9 +1417,77 @@ static void submitMutation(struct dispatch *d, struct dispatch_req *req)
             cmd->body_case = TN__COMMAND__BODY_MEMBER;
             cmd->member = rq->member_info;
             break;
+        case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
+            cmd->body_case = TN__COMMAND__BODY_RESTORE;
+            cmd->restore = rq->snapshot_restore;
+            break;
         default:
             break;
     }
+}
+
+struct changeState
+{
+    struct adapter_change change;
+    struct dispatch_req *req;
+};
+
+static void changeDoneCb(struct adapter_change *change,
+                         int status,
+                         const char *message)
+{
+    struct changeState *cs = change->data;
+    struct dispatch_req *req = cs->req;
+    struct dispatch *d = req->d;
+    free(cs);
+    completeStatus(d, req, status, message);
+}
+
+/* Membership changes and leadership transfer (operators). */
+static void operatorChange(struct dispatch *d, struct dispatch_req *req)
+{
+    const Tn__Request *rq = req->request;
+    struct changeState *cs;
+    char msg[256];
+    int rv;
+
+    if (rq->body_case == TN__REQUEST__BODY_TRANSFER) {
+        rv = adapterTransfer(d->adapter, rq->transfer->id);
+        if (rv != 0) {
+            completeStatus(d, req, rv == TN__STATUS__COMMIT_UNKNOWN
+                                       ? TN__STATUS__REFUSED
+                                       : rv,
+                           "leadership transfer refused (unknown id, not a "
+                           "voter, this node, or a transfer in progress)");
+        } else {
+            tnInfof("\"leadership transfer started\" to=%llu",
+                    (unsigned long long)rq->transfer->id);
+            completeStatus(d, req, TN__STATUS__OK, "transfer started");
+        }
+        return;
+    }
+    cs = calloc(1, sizeof *cs);
+    if (cs == NULL) {
+        completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
+        return;
+    }
+    cs->req = req;
+    cs->change.data = cs;
+    if (rq->body_case == TN__REQUEST__BODY_MEMBER_ADD) {
+        rv = adapterAddMember(d->adapter, &cs->change, rq->member_add->id,
+                              rq->member_add->raft_address, changeDoneCb,
+                              msg, sizeof msg);
+    } else {
+        rv = adapterRemoveMember(d->adapter, &cs->change,
+                                 rq->member_remove->id, changeDoneCb, msg,
+                                 sizeof msg);
+    }
+    if (rv != 0) {
+        free(cs);
+        completeStatus(d, req, rv, msg);
+        return;
+    }
+    req->state = REQ_BATCHED; /* in flight: the callback comes */
 }
 
 static void process(struct dispatch *d, struct dispatch_req *req)
@@ -1421,6 +1514,24 @@ static void process(struct dispatch *d, struct dispatch_req *req)
             }
             return;
         }
+        case TN__REQUEST__BODY_MEMBER_ADD:
+        case TN__REQUEST__BODY_MEMBER_REMOVE:
+        case TN__REQUEST__BODY_TRANSFER:
+            if (!d->is_leader) {
+                notLeader(d, req);
+            } else {
+                operatorChange(d, req);
+            }
+            return;
+        case TN__REQUEST__BODY_SNAPSHOT_SAVE:
+            if (!d->is_leader) {
+                notLeader(d, req);
+            } else {
+                req->state = REQ_READ;
+                tn_queue_insert_tail(&d->reads, &req->queue);
+                scheduleIdle(d);
+            }
+            return;
         case TN__REQUEST__BODY_KEEPALIVE:
             if (!d->is_leader) {
                 notLeader(d, req);
@@ -1469,6 +1580,16 @@ static bool validSubmessage(const Tn__Request *rq)
             return rq->cluster_status != NULL;
         case TN__REQUEST__BODY_MEMBER_INFO:
             return rq->member_info != NULL;
+        case TN__REQUEST__BODY_MEMBER_ADD:
+            return rq->member_add != NULL;
+        case TN__REQUEST__BODY_MEMBER_REMOVE:
+            return rq->member_remove != NULL;
+        case TN__REQUEST__BODY_TRANSFER:
+            return rq->transfer != NULL;
+        case TN__REQUEST__BODY_SNAPSHOT_SAVE:
+            return rq->snapshot_save != NULL;
+        case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
+            return rq->snapshot_restore != NULL;
         default:
             return false;
     }

@@ -670,3 +670,184 @@ int adapterTransfer(struct adapter *a, uint64_t id)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------ membership */
+
+struct adapterChange
+{
+    struct raft_change change;
+    struct adapter *a;
+    struct adapter_change *owner;
+    uint64_t id;
+    bool adding; /* add step done, assign (promotion) pending */
+};
+
+static int changeStatus(int rv, char *msg, size_t len, uint64_t id)
+{
+    switch (rv) {
+        case RAFT_NOTLEADER:
+            snprintf(msg, len, "not the leader");
+            return TN__STATUS__NOT_LEADER;
+        case RAFT_CANTCHANGE:
+            snprintf(msg, len,
+                     "another membership change is in progress; retry when "
+                     "it is done");
+            return TN__STATUS__REFUSED;
+        case RAFT_DUPLICATEID:
+            snprintf(msg, len, "id %llu is already a member",
+                     (unsigned long long)id);
+            return TN__STATUS__INVALID_ARGUMENT;
+        case RAFT_DUPLICATEADDRESS:
+            snprintf(msg, len, "that address is already used by a member");
+            return TN__STATUS__INVALID_ARGUMENT;
+        case RAFT_BADID:
+            snprintf(msg, len, "no member with id %llu",
+                     (unsigned long long)id);
+            return TN__STATUS__NOT_FOUND;
+        case RAFT_LEADERSHIPLOST:
+            snprintf(msg, len,
+                     "leadership lost during the change; check `cluster "
+                     "status` and retry");
+            return TN__STATUS__COMMIT_UNKNOWN;
+        default:
+            snprintf(msg, len, "%s", raft_strerror(rv));
+            return TN__STATUS__INTERNAL;
+    }
+}
+
+static void changeCb(struct raft_change *req, int status)
+{
+    struct adapterChange *c = req->data;
+    struct adapter_change *owner = c->owner;
+    char msg[256];
+    int rv;
+
+    if (status == 0 && c->adding) {
+        /* Added as a spare: promote to voter (catch-up rounds first). */
+        c->adding = false;
+        c->change.data = c;
+        rv = raft_assign(&c->a->raft, &c->change, c->id, RAFT_VOTER, changeCb);
+        if (rv == 0) {
+            return;
+        }
+        status = rv;
+    }
+    if (status == 0) {
+        tnInfof("\"membership changed\" member=%llu",
+                (unsigned long long)c->id);
+        free(c);
+        owner->cb(owner, TN__STATUS__OK, "done");
+        return;
+    }
+    rv = changeStatus(status, msg, sizeof msg, c->id);
+    tnWarnf("\"membership change failed\" member=%llu error=\"%s\"",
+            (unsigned long long)c->id, msg);
+    free(c);
+    owner->cb(owner, rv, msg);
+}
+
+int adapterAddMember(struct adapter *a,
+                     struct adapter_change *req,
+                     uint64_t id,
+                     const char *address,
+                     adapter_change_cb cb,
+                     char *errmsg,
+                     size_t errmsg_len)
+{
+    struct adapterChange *c;
+    int rv;
+
+    if (id == 0 || address == NULL || address[0] == '\0') {
+        snprintf(errmsg, errmsg_len, "id and raft address are required");
+        return TN__STATUS__INVALID_ARGUMENT;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return TN__STATUS__INTERNAL;
+    }
+    c->a = a;
+    c->owner = req;
+    c->id = id;
+    c->adding = true;
+    c->change.data = c;
+    req->cb = cb;
+    req->priv = c;
+    rv = raft_add(&a->raft, &c->change, id, address, changeCb);
+    if (rv != 0) {
+        free(c);
+        return changeStatus(rv, errmsg, errmsg_len, id);
+    }
+    return 0;
+}
+
+int adapterRemoveMember(struct adapter *a,
+                        struct adapter_change *req,
+                        uint64_t id,
+                        adapter_change_cb cb,
+                        char *errmsg,
+                        size_t errmsg_len)
+{
+    const struct raft_configuration *conf = &a->raft.configuration;
+    struct adapterChange *c;
+    raft_index commit = raft_commit_index(&a->raft);
+    unsigned voters = 0;
+    unsigned caught_up = 0;
+    bool found = false;
+    int rv;
+
+    if (raft_state(&a->raft) != RAFT_LEADER) {
+        return changeStatus(RAFT_NOTLEADER, errmsg, errmsg_len, id);
+    }
+    if (id == a->id) {
+        snprintf(errmsg, errmsg_len,
+                 "member %llu is the leader: transfer leadership first "
+                 "(`tenurectl cluster transfer`)",
+                 (unsigned long long)id);
+        return TN__STATUS__REFUSED;
+    }
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *srv = &conf->servers[i];
+        raft_index match = 0;
+        if (srv->id == id) {
+            found = true;
+            continue;
+        }
+        if (srv->role != RAFT_VOTER) {
+            continue;
+        }
+        voters++;
+        if (srv->id == a->id ||
+            (raft_match_index(&a->raft, srv->id, &match) == 0 &&
+             match + 64 >= commit)) {
+            caught_up++;
+        }
+    }
+    if (!found) {
+        return changeStatus(RAFT_BADID, errmsg, errmsg_len, id);
+    }
+    if (voters == 0 || caught_up < voters / 2 + 1) {
+        snprintf(errmsg, errmsg_len,
+                 "removing %llu would lose quorum: only %u of the remaining "
+                 "%u voters are caught up",
+                 (unsigned long long)id, caught_up, voters);
+        return TN__STATUS__REFUSED;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return TN__STATUS__INTERNAL;
+    }
+    c->a = a;
+    c->owner = req;
+    c->id = id;
+    c->change.data = c;
+    req->cb = cb;
+    req->priv = c;
+    rv = raft_remove(&a->raft, &c->change, id, changeCb);
+    if (rv != 0) {
+        free(c);
+        return changeStatus(rv, errmsg, errmsg_len, id);
+    }
+    return 0;
+}

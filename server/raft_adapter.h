@@ -116,6 +116,36 @@ int adapterBarrier(struct adapter *a,
                    struct adapter_propose *req,
                    adapter_propose_cb cb);
 
+/* Membership changes, one at a time. @cb fires once with a TN__STATUS__*
+ * code and a message for humans. Adding goes spare → voter (libraft runs
+ * catch-up rounds before the promotion). Removal is refused when the
+ * remaining voters that are caught up would not form a majority, and for
+ * the leader itself (transfer leadership first). Returns non-zero (and
+ * fills @errmsg) when refused at once; then cb never fires. */
+struct adapter_change;
+typedef void (*adapter_change_cb)(struct adapter_change *req,
+                                  int status,
+                                  const char *message);
+struct adapter_change
+{
+    void *data;
+    adapter_change_cb cb;
+    void *priv; /* private */
+};
+int adapterAddMember(struct adapter *a,
+                     struct adapter_change *req,
+                     uint64_t id,
+                     const char *address,
+                     adapter_change_cb cb,
+                     char *errmsg,
+                     size_t errmsg_len);
+int adapterRemoveMember(struct adapter *a,
+                        struct adapter_change *req,
+                        uint64_t id,
+                        adapter_change_cb cb,
+                        char *errmsg,
+                        size_t errmsg_len);
+
 /* The raft_fsm glue: decodes each entry and applies it to the FSM. The
  * daemon uses it through adapterStart; raft_fixture tests use it directly
  * (set @w->raft to the fixture server's raft after it exists). */
