@@ -640,7 +640,7 @@ static void *waiterMain(void *arg)
     o.wait_ms = 20000;
     rc = tn_lock_acquire(w->s, "queue/x", &o, &l);
     if (rc == TN_OK) {
-        w->token = tn_lock_token(l);
+        w->token = tn_lock_token(l); /* read after the join */
         tn_lock_release(l);
         tn_lock_free(l);
     }
@@ -680,6 +680,49 @@ static void test_waiting_acquire(void **state)
     clusterPassed(&f->cluster);
 }
 
+/* A queued acquire survives a kill -9 of the leader: the library resends it
+ * (same client id and sequence number) to the new leader, where it is
+ * still queued, and it is granted when the holder releases. */
+static void test_waiting_acquire_across_leader_kill(void **state)
+{
+    struct fixture *f = *state;
+    struct waiter w;
+    pthread_t t;
+    tn_session *a;
+    tn_lock *l;
+    uint64_t held_token;
+    int leader;
+
+    assert_int_equal(tn_session_open(f->client, "holder", 10000, NULL, &a),
+                     TN_OK);
+    assert_int_equal(tn_session_open(f->client, "waiter", 10000, NULL, &w.s),
+                     TN_OK);
+    assert_int_equal(tn_lock_acquire(a, "queue/x", NULL, &l), TN_OK);
+    held_token = tn_lock_token(l);
+    w.rc = -1;
+    assert_int_equal(pthread_create(&t, NULL, waiterMain, &w), 0);
+    sleepMs(500);
+    leader = clusterWaitLeader(&f->cluster, 15000);
+    assert_true(leader >= 0);
+    assert_int_equal(clusterKill(&f->cluster, leader), 0);
+    if (clusterWaitLeader(&f->cluster, 15000) < 0) {
+        fail_msg("no new leader: %s", f->cluster.errmsg);
+    }
+    sleepMs(500);
+    assert_int_equal(__atomic_load_n(&w.rc, __ATOMIC_ACQUIRE), -1);
+    assert_int_equal(tn_lock_release(l), TN_OK);
+    tn_lock_free(l);
+    pthread_join(t, NULL);
+    if (w.rc != TN_OK) {
+        fail_msg("waiter: %s (%s)", tn_strerror(w.rc),
+                 tn_client_errmsg(f->client));
+    }
+    assert_true(w.token > held_token);
+    tn_session_close(a);
+    tn_session_close(w.s);
+    clusterPassed(&f->cluster);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -687,6 +730,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_library_calls),
         T(test_waiting_acquire),
+        T(test_waiting_acquire_across_leader_kill),
         T(test_leader_kill_during_calls),
         T(test_tenurectl_commands),
         T(test_tenurectl_unavailable),
