@@ -52,7 +52,7 @@ if [ -n "$SANITIZE" ]; then
     export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 fi
 
-step "running tests: ctest --output-on-failure -j$JOBS $*"
+step "running tests: ctest --output-on-failure -j$JOBS${*:+ $*}"
 cd "$BUILD"
 # Our own -j comes first so that one given on the command line wins.
 exec ctest --output-on-failure --no-tests=error -j"$JOBS" "$@"
