@@ -128,6 +128,12 @@ case $DIR in
     /*) ;;
     *) DIR=$(pwd)/$DIR ;;
 esac
+# One spelling of DIR for every invocation: the pid checks compare it with
+# the --data argument of running daemons.
+[ "$CMD" = start ] && mkdir -p "$DIR"
+if [ -d "$DIR" ]; then
+    DIR=$(cd "$DIR" && pwd -P)
+fi
 DIR=${DIR%/}
 CONF=$DIR/cluster.conf
 
