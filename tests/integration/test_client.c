@@ -723,6 +723,118 @@ static void test_waiting_acquire_across_leader_kill(void **state)
     clusterPassed(&f->cluster);
 }
 
+/* ------------------------------------------------------------ examples */
+
+/* Build examples/NAME.c with a plain cc command, as a user would, into the
+ * test's temp dir. */
+static void buildExample(struct fixture *f, const char *name)
+{
+    const char *src = getenv("TENURE_SOURCE_DIR");
+    const char *bin = getenv("TENURE_BIN_DIR");
+    char cmd[2048];
+    if (src == NULL || bin == NULL) {
+        fail_msg("TENURE_SOURCE_DIR and TENURE_BIN_DIR must be set");
+    }
+    snprintf(cmd, sizeof cmd,
+             "cc -Wall -Wextra -Werror -I'%s/include' -o '%s/%s' "
+             "'%s/examples/%s.c' -L'%s' -ltenure -Wl,-rpath,'%s'",
+             src, f->tmp, name, src, name, bin, bin);
+    if (system(cmd) != 0) {
+        fail_msg("could not build the example: %s", cmd);
+    }
+}
+
+/* Run a shell command line; returns its exit status. */
+static int shell(const char *cmd)
+{
+    int status = system(cmd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* The fenced writer: two at once share the store in turn, the tokens in
+ * the store never go down, and a writer whose token is older than one the
+ * store has seen is refused. */
+static void test_example_fenced_writer(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[2048];
+    char store[300];
+    char line[256];
+    uint64_t prev = 0;
+    int lines = 0;
+    FILE *in;
+
+    buildExample(f, "fenced_writer");
+    snprintf(store, sizeof store, "%s/store", f->tmp);
+    snprintf(cmd, sizeof cmd,
+             "'%s/fenced_writer' '%s' ex/store '%s' 100 w1 >/dev/null & "
+             "'%s/fenced_writer' '%s' ex/store '%s' 100 w2 >/dev/null; "
+             "a=$?; wait $!; b=$?; exit $((a + b))",
+             f->tmp, clusterRpcEndpoints(&f->cluster), store, f->tmp,
+             clusterRpcEndpoints(&f->cluster), store);
+    assert_int_equal(shell(cmd), 0);
+    in = fopen(store, "r");
+    assert_non_null(in);
+    while (fgets(line, sizeof line, in) != NULL) {
+        uint64_t t = strtoull(line, NULL, 10);
+        assert_true(t >= prev);
+        prev = t;
+        lines++;
+    }
+    fclose(in);
+    assert_int_equal(lines, 200);
+
+    /* A newer holder has written (a token far in the future): the writer's
+     * token is lower, the store refuses it (exit status 5). */
+    in = fopen(store, "a");
+    assert_non_null(in);
+    fprintf(in, "%" PRIu64 " future 1\n", (uint64_t)1 << 62);
+    fclose(in);
+    snprintf(cmd, sizeof cmd,
+             "'%s/fenced_writer' '%s' ex/store '%s' 1 w3 >/dev/null 2>&1",
+             f->tmp, clusterRpcEndpoints(&f->cluster), store);
+    assert_int_equal(shell(cmd), 5);
+    clusterPassed(&f->cluster);
+}
+
+/* The leader election: three candidates, one leader at a time, each term
+ * with a larger token, and leadership moves on when the leader resigns. */
+static void test_example_leader_election(void **state)
+{
+    struct fixture *f = *state;
+    char cmd[2048];
+    char out[300];
+    char line[256];
+    uint64_t prev = 0;
+    int terms = 0;
+    FILE *in;
+
+    buildExample(f, "leader_election");
+    snprintf(out, sizeof out, "%s/election.out", f->tmp);
+    snprintf(cmd, sizeof cmd,
+             "E='%s'; P='%s/leader_election'; "
+             "$P \"$E\" ex/elect A 2 >> '%s' & sleep 0.3; "
+             "$P \"$E\" ex/elect B 4 >> '%s' & sleep 0.3; "
+             "$P \"$E\" ex/elect C 6 >> '%s'; wait",
+             clusterRpcEndpoints(&f->cluster), f->tmp, out, out, out);
+    assert_int_equal(shell(cmd), 0);
+    in = fopen(out, "r");
+    assert_non_null(in);
+    while (fgets(line, sizeof line, in) != NULL) {
+        char name[32];
+        unsigned long long token;
+        if (sscanf(line, "leader %31s token %llu", name, &token) == 2) {
+            assert_true(token > prev);
+            prev = token;
+            terms++;
+        }
+    }
+    fclose(in);
+    /* A leads until it resigns at 2 s, then B until 4 s, then C. */
+    assert_int_equal(terms, 3);
+    clusterPassed(&f->cluster);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -736,6 +848,8 @@ int main(void)
         T(test_tenurectl_unavailable),
         T(test_tenurectl_exec),
         T(test_tenurectl_exec_kills_child_when_unreachable),
+        T(test_example_fenced_writer),
+        T(test_example_leader_election),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
