@@ -19,12 +19,12 @@
 #include "tenure.pb-c.h"
 
 #define COMMAND_FORMAT_VERSION 1
-#define COMMAND_HEADER_SIZE 8
+#define COMMAND_HEADER_SIZE    8
 /* Largest packed batch accepted (the length field is 32 bits; keep entries
  * well below what raft would want to ship in one message). */
-#define COMMAND_MAX_PAYLOAD (64u * 1024u * 1024u)
+#define COMMAND_MAX_PAYLOAD    (64u * 1024u * 1024u)
 /* Highest Tn__Batch.version understood (0, "unset", is read as 1). */
-#define COMMAND_BATCH_VERSION 1
+#define COMMAND_BATCH_VERSION  1
 
 /* Size of the encoded entry for @b (header + payload + padding), or 0 if the
  * batch is too large to encode. */

@@ -37,7 +37,7 @@ struct timer
     uint64_t deadline;
     uint64_t tseq;
     int kind;
-    struct lock *owner;      /* TIMER_DELAY: the lock in lock-delay */
+    struct lock *owner; /* TIMER_DELAY: the lock in lock-delay */
 };
 
 struct session
@@ -47,11 +47,11 @@ struct session
     uint64_t epoch;
     uint64_t created_at;
     uint32_t ttl_ms;
-    bool ephemeral;          /* ends with its last lock / waiter */
+    bool ephemeral; /* ends with its last lock / waiter */
     bool ending;
-    char *holder;            /* owned */
-    tn_queue holds;          /* struct holder.session_link */
-    tn_queue waits;          /* struct waiter.session_link */
+    char *holder;   /* owned */
+    tn_queue holds; /* struct holder.session_link */
+    tn_queue waits; /* struct waiter.session_link */
     uint32_t n_holds;
     uint32_t n_waits;
 };
@@ -65,14 +65,14 @@ struct lock
     uint64_t generation;
     uint64_t last_token;
     uint64_t modified_index;
-    uint64_t delay_until;    /* 0: no lock-delay */
+    uint64_t delay_until; /* 0: no lock-delay */
     uint32_t n_waiters;
-    uint32_t permits;        /* semaphore size while sem_refs > 0 */
-    uint32_t sem_refs;       /* semaphore holders + semaphore waiters */
-    uint8_t mode;            /* of the holders; EXCLUSIVE when none */
-    bool dirty;              /* in impl->dirty */
+    uint32_t permits;  /* semaphore size while sem_refs > 0 */
+    uint32_t sem_refs; /* semaphore holders + semaphore waiters */
+    uint8_t mode;      /* of the holders; EXCLUSIVE when none */
+    bool dirty;        /* in impl->dirty */
     uint16_t len;
-    char name[];             /* NUL-terminated */
+    char name[]; /* NUL-terminated */
 };
 
 struct holder
@@ -88,7 +88,7 @@ struct holder
 
 struct waiter
 {
-    struct timer timer;      /* impl->timers, kind TIMER_WAIT */
+    struct timer timer; /* impl->timers, kind TIMER_WAIT */
     tn_queue lock_link;
     tn_queue session_link;
     struct lock *lock;
@@ -105,7 +105,7 @@ struct tomb
     struct tn_avl_node node; /* impl->tomb_index, by token */
     uint64_t token;
     uint64_t session;
-    char *resource;          /* owned */
+    char *resource; /* owned */
     uint16_t len;
     uint8_t kind;
 };
@@ -121,7 +121,7 @@ struct centry
     uint32_t ttl_ms;
     uint8_t status;
     uint8_t mode;
-    uint8_t pending;         /* queued acquire not completed yet */
+    uint8_t pending; /* queued acquire not completed yet */
 };
 
 struct client
@@ -130,19 +130,19 @@ struct client
     tn_queue lru;            /* impl->client_lru, by last_active */
     uint64_t id;
     uint64_t last_active;
-    uint64_t floor;          /* highest seq forgotten from the window */
+    uint64_t floor; /* highest seq forgotten from the window */
     uint32_t n;
     uint32_t cap;
     uint32_t pending;
-    struct centry *entries;  /* owned */
+    struct centry *entries; /* owned */
 };
 
 struct member
 {
     uint64_t id;
-    char *raft;              /* owned */
-    char *rpc;               /* owned */
-    char *http;              /* owned */
+    char *raft; /* owned */
+    char *rpc;  /* owned */
+    char *http; /* owned */
 };
 
 struct fsm_impl
@@ -159,25 +159,25 @@ struct fsm_impl
     struct tn_avl tomb_index;
     struct tn_avl clients;
     tn_queue client_lru;
-    struct tomb **ring;      /* owned; oldest at ring_head */
+    struct tomb **ring; /* owned; oldest at ring_head */
     uint32_t ring_cap;
     uint32_t ring_head;
     uint32_t ring_count;
-    struct member *members;  /* owned; sorted by id */
+    struct member *members; /* owned; sorted by id */
     size_t n_members;
     uint64_t n_holders;
     uint64_t n_waiters;
-    struct fsm_stats stats;  /* counters; live counts computed on read */
+    struct fsm_stats stats; /* counters; live counts computed on read */
     /* Apply-time scratch. */
     struct lock **dirty;
     size_t n_dirty;
     size_t cap_dirty;
-    char **graveyard;        /* strings kept alive until the next apply */
+    char **graveyard; /* strings kept alive until the next apply */
     size_t n_grave;
     size_t cap_grave;
     struct fsm_holder_view *views;
     size_t cap_views;
-    bool stale_term;         /* the batch being applied has an old term */
+    bool stale_term; /* the batch being applied has an old term */
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -538,8 +538,7 @@ static struct holder *sessionHolder(const struct session *s,
         }
     } else {
         tn_queue *q;
-        TN_QUEUE_FOREACH(q, &s->holds)
-        {
+        TN_QUEUE_FOREACH (q, &s->holds) {
             struct holder *h = TN_QUEUE_DATA(q, struct holder, session_link);
             if (h->lock == l) {
                 return h;
@@ -828,8 +827,8 @@ static void clientsExpire(struct fsm *f)
     struct fsm_impl *impl = f->impl;
 
     while (!tn_queue_empty(&impl->client_lru)) {
-        struct client *c = TN_QUEUE_DATA(tn_queue_head(&impl->client_lru),
-                                         struct client, lru);
+        struct client *c =
+            TN_QUEUE_DATA(tn_queue_head(&impl->client_lru), struct client, lru);
         if (impl->now - c->last_active <= f->config.client_ttl_ms) {
             break;
         }
@@ -1045,16 +1044,16 @@ static void waiterSettleDuplicates(struct fsm *f,
         if (w->lock == l) {
             struct fsm_result r;
             memset(&r, 0, sizeof r);
-            if (w->mode == l->mode &&
-                (w->mode != TN__LOCK_MODE__SEMAPHORE ||
-                 w->permits == l->permits)) {
+            if (w->mode == l->mode && (w->mode != TN__LOCK_MODE__SEMAPHORE ||
+                                       w->permits == l->permits)) {
                 fsmResultHolder(h, &r);
                 r.replayed = true;
             } else {
                 r.status = TN__STATUS__INVALID_ARGUMENT;
                 r.session = s->id;
-                r.message = "mode: lock already held by this session in "
-                            "another mode";
+                r.message =
+                    "mode: lock already held by this session in "
+                    "another mode";
             }
             waiterFinish(f, w, &r);
         }
@@ -1071,8 +1070,8 @@ static void lockGrantWaiters(struct fsm *f, struct lock *l)
         return;
     }
     while (!tn_queue_empty(&l->waiters)) {
-        struct waiter *w = TN_QUEUE_DATA(tn_queue_head(&l->waiters),
-                                         struct waiter, lock_link);
+        struct waiter *w =
+            TN_QUEUE_DATA(tn_queue_head(&l->waiters), struct waiter, lock_link);
         struct session *s = w->session;
         struct holder *h;
         struct fsm_result r;
@@ -1365,8 +1364,9 @@ static void cmdAcquire(struct fsm *f,
         }
     } else {
         if (c->ttl_ms == 0) {
-            fsmInvalid(r, "session: give a session, or ttl_ms (and holder) "
-                          "for a session of this lock only");
+            fsmInvalid(r,
+                       "session: give a session, or ttl_ms (and holder) "
+                       "for a session of this lock only");
             return;
         }
         bad = fsmHolderCheck(fsmStr(c->holder), strlen(fsmStr(c->holder)));
@@ -1380,10 +1380,11 @@ static void cmdAcquire(struct fsm *f,
     if (l != NULL && s != NULL) {
         struct holder *h = sessionHolder(s, l);
         if (h != NULL) {
-            if (l->mode != mode || (mode == TN__LOCK_MODE__SEMAPHORE &&
-                                    permits != l->permits)) {
-                fsmInvalid(r, "mode: lock already held by this session in "
-                              "another mode");
+            if (l->mode != mode ||
+                (mode == TN__LOCK_MODE__SEMAPHORE && permits != l->permits)) {
+                fsmInvalid(r,
+                           "mode: lock already held by this session in "
+                           "another mode");
                 r->session = s->id;
                 return;
             }
@@ -1398,8 +1399,8 @@ static void cmdAcquire(struct fsm *f,
         return;
     }
 
-    wait_ms = c->wait_ms < f->config.max_wait_ms ? c->wait_ms
-                                                 : f->config.max_wait_ms;
+    wait_ms =
+        c->wait_ms < f->config.max_wait_ms ? c->wait_ms : f->config.max_wait_ms;
     lock_delay_ms = c->lock_delay_ms < f->config.max_lock_delay_ms
                         ? c->lock_delay_ms
                         : f->config.max_lock_delay_ms;
@@ -1695,8 +1696,9 @@ static void fsmApplyCommand(struct fsm *f,
                 return;
             }
             if (c->seq <= cl->floor) {
-                fsmInvalid(r, "seq: older than the exactly-once window; "
-                              "the outcome is no longer known");
+                fsmInvalid(r,
+                           "seq: older than the exactly-once window; "
+                           "the outcome is no longer known");
                 return;
             }
         }
@@ -1953,14 +1955,12 @@ bool fsmSessionGet(const struct fsm *f,
 }
 
 void fsmSessionForEach(const struct fsm *f,
-                       int (*cb)(void *data,
-                                 const struct fsm_session_view *s),
+                       int (*cb)(void *data, const struct fsm_session_view *s),
                        void *data)
 {
     struct tn_avl_node *n;
 
-    for (n = tn_avl_first(&f->impl->sessions); n != NULL;
-         n = tn_avl_next(n)) {
+    for (n = tn_avl_first(&f->impl->sessions); n != NULL; n = tn_avl_next(n)) {
         struct fsm_session_view v;
         sessionView(TN_AVL_DATA(n, struct session, node), &v);
         if (cb(data, &v) != 0) {
@@ -2076,8 +2076,7 @@ void fsmMemberForEach(const struct fsm *f,
     const struct fsm_impl *impl = f->impl;
 
     for (size_t i = 0; i < impl->n_members; i++) {
-        struct fsm_member_view v = { impl->members[i].id,
-                                     impl->members[i].raft,
+        struct fsm_member_view v = { impl->members[i].id, impl->members[i].raft,
                                      impl->members[i].rpc,
                                      impl->members[i].http };
         if (cb(data, &v) != 0) {
@@ -2122,8 +2121,8 @@ void fsmStats(const struct fsm *f, struct fsm_stats *out)
  * str = u32 length + bytes. A session's holds are in token order and its
  * waits in tseq order, so both lists are rebuilt from the locks. */
 
-#define SNAP_MAGIC 0x53464e54u /* "TNFS" read little-endian */
-#define SNAP_VERSION 1u
+#define SNAP_MAGIC        0x53464e54u /* "TNFS" read little-endian */
+#define SNAP_VERSION      1u
 #define FSM_COUNTER_LIMIT (UINT64_C(1) << 63)
 
 struct wbuf
@@ -2252,8 +2251,7 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
         wU64(&w, l->delay != NULL ? l->delay_until : 0);
         wU64(&w, l->delay != NULL ? l->delay->tseq : 0);
         wU32(&w, (uint32_t)l->holders.count);
-        for (hn = tn_avl_first(&l->holders); hn != NULL;
-             hn = tn_avl_next(hn)) {
+        for (hn = tn_avl_first(&l->holders); hn != NULL; hn = tn_avl_next(hn)) {
             const struct holder *h = TN_AVL_DATA(hn, struct holder, node);
             wU64(&w, h->session->id);
             wU64(&w, h->token);
@@ -2261,8 +2259,7 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
             wU32(&w, h->lock_delay_ms);
         }
         wU32(&w, l->n_waiters);
-        TN_QUEUE_FOREACH(q, &l->waiters)
-        {
+        TN_QUEUE_FOREACH (q, &l->waiters) {
             const struct waiter *wt =
                 TN_QUEUE_DATA(q, struct waiter, lock_link);
             wU64(&w, wt->session->id);
@@ -2486,14 +2483,14 @@ static int centrySeqDesc(const void *a, const void *b)
                   ((const struct centry *)a)->seq);
 }
 
-#define BAD TN__STATUS__INVALID_ARGUMENT
+#define BAD   TN__STATUS__INVALID_ARGUMENT
 #define NOMEM TN__STATUS__INTERNAL
 
 struct restore
 {
-    struct pvec holds;   /* every holder */
-    struct pvec waits;   /* every waiter */
-    uint64_t *seq_tmp;   /* scratch */
+    struct pvec holds; /* every holder */
+    struct pvec waits; /* every waiter */
+    uint64_t *seq_tmp; /* scratch */
     size_t seq_cap;
 };
 
@@ -2710,8 +2707,7 @@ static int restoreLockBody(struct fsm_impl *impl,
             tseq >= impl->next_tseq || (i > 0 && tseq <= prev)) {
             return BAD;
         }
-        if (wmode == TN__LOCK_MODE__SEMAPHORE ? wpermits == 0
-                                               : wpermits != 0) {
+        if (wmode == TN__LOCK_MODE__SEMAPHORE ? wpermits == 0 : wpermits != 0) {
             return BAD;
         }
         prev = tseq;
@@ -2900,8 +2896,7 @@ static int restoreTombs(const struct fsm *f,
 
         if (r->bad || token == 0 || token > impl->last_token ||
             (kind != TOMB_RELEASED && kind != TOMB_EXPIRED) ||
-            !fsmResourceValid(name, len, NULL) ||
-            restoreTokenHeld(st, token)) {
+            !fsmResourceValid(name, len, NULL) || restoreTokenHeld(st, token)) {
             return BAD;
         }
         if (i < skip) {

@@ -124,8 +124,7 @@ static void test_round_trip(void **state)
     assert_int_equal(d->proposer, 2);
     assert_int_equal(d->nonce, 99);
     assert_int_equal(d->n_commands, 3);
-    assert_int_equal(d->commands[0]->body_case,
-                     TN__COMMAND__BODY_SESSION_OPEN);
+    assert_int_equal(d->commands[0]->body_case, TN__COMMAND__BODY_SESSION_OPEN);
     assert_string_equal(d->commands[0]->session_open->holder, "worker-1");
     assert_int_equal(d->commands[0]->session_open->ttl_ms, 10000);
     assert_int_equal(d->commands[0]->client_id, 5);
@@ -197,8 +196,7 @@ static void test_bad_magic(void **state)
     p = f->buf;
     for (int i = 0; i < 4; i++) {
         p[i] ^= 0x20;
-        assert_int_equal(decode(f->buf, f->len),
-                         TN__STATUS__INVALID_ARGUMENT);
+        assert_int_equal(decode(f->buf, f->len), TN__STATUS__INVALID_ARGUMENT);
         p[i] ^= 0x20;
     }
     assert_int_equal(decode(f->buf, f->len), 0);
@@ -224,8 +222,7 @@ static void test_bad_length(void **state)
         p[5] = (uint8_t)(bad[i] >> 16);
         p[6] = (uint8_t)(bad[i] >> 8);
         p[7] = (uint8_t)bad[i];
-        assert_int_equal(decode(f->buf, f->len),
-                         TN__STATUS__INVALID_ARGUMENT);
+        assert_int_equal(decode(f->buf, f->len), TN__STATUS__INVALID_ARGUMENT);
     }
 }
 
@@ -263,8 +260,8 @@ static void test_nonzero_padding(void **state)
         f->buf = NULL;
         encode(f);
         p = f->buf;
-        payload = (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 |
-                  p[7];
+        payload =
+            (size_t)p[4] << 24 | (size_t)p[5] << 16 | (size_t)p[6] << 8 | p[7];
         for (size_t i = 8 + payload; i < f->len; i++) {
             p[i] = 1;
             assert_int_equal(decode(f->buf, f->len),

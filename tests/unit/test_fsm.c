@@ -174,8 +174,7 @@ static struct fsm_result acquire(struct fixture *f,
                                  uint64_t session,
                                  const char *resource)
 {
-    return acquireFull(f, session, resource, TN__LOCK_MODE__EXCLUSIVE, 0, 0,
-                       0);
+    return acquireFull(f, session, resource, TN__LOCK_MODE__EXCLUSIVE, 0, 0, 0);
 }
 
 static struct fsm_result acquireEphemeral(struct fixture *f,
@@ -708,16 +707,14 @@ static void test_acquire_dead_session(void **state)
     struct fsm_lock_view v;
     struct fsm_result r;
 
-    assert_int_equal(acquire(f, 999, "r").status,
-                     TN__STATUS__SESSION_EXPIRED);
+    assert_int_equal(acquire(f, 999, "r").status, TN__STATUS__SESSION_EXPIRED);
     assert_int_equal(closeSession(f, a).status, TN__STATUS__OK);
     r = acquireFull(f, a, "r", 0, 0, 10000, 0);
     assert_int_equal(r.status, TN__STATUS__SESSION_EXPIRED);
     assert_false(r.queued);
     assert_false(lockGet(f, "r", &v));
     assert_int_equal(keepalive(f, a).status, TN__STATUS__SESSION_EXPIRED);
-    assert_int_equal(closeSession(f, a).status,
-                     TN__STATUS__SESSION_EXPIRED);
+    assert_int_equal(closeSession(f, a).status, TN__STATUS__SESSION_EXPIRED);
 }
 
 /* Acquiring a lock the session already holds returns the same token. */
@@ -1251,8 +1248,8 @@ static void test_invalid_resource(void **state)
     uint64_t s = openSession(f, "a", 5000);
     char big[514];
     struct fsm_result r;
-    const char *bad[] = { "", "a\x01", "del\x7f", "\xc2\x85", "\xff",
-                          "\xc0\xaf", "\xed\xa0\x80", "\xe2\x82" };
+    const char *bad[] = { "",     "a\x01",    "del\x7f",      "\xc2\x85",
+                          "\xff", "\xc0\xaf", "\xed\xa0\x80", "\xe2\x82" };
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = acquire(f, s, bad[i]);
@@ -1271,9 +1268,8 @@ static void test_invalid_resource(void **state)
                      TN__STATUS__OK);
     assert_false(fsmResourceValid("a\nb", 3, NULL));
     assert_true(fsmResourceValid("a b", 3, NULL));
-    assert_int_equal(
-        acquireFull(f, s, "m", 7, 0, 0, 0).status,
-        TN__STATUS__INVALID_ARGUMENT);
+    assert_int_equal(acquireFull(f, s, "m", 7, 0, 0, 0).status,
+                     TN__STATUS__INVALID_ARGUMENT);
 }
 
 /* Release and renew need a token; a token never granted is invalid. */
@@ -1343,12 +1339,9 @@ static void test_member_info(void **state)
     const char *rpc;
     const char *http;
 
-    assert_int_equal(member(f, 2, "h2:7102", "h2:7202").status,
-                     TN__STATUS__OK);
-    assert_int_equal(member(f, 1, "h1:7101", "h1:7201").status,
-                     TN__STATUS__OK);
-    assert_int_equal(member(f, 2, "h2:8102", "h2:8202").status,
-                     TN__STATUS__OK);
+    assert_int_equal(member(f, 2, "h2:7102", "h2:7202").status, TN__STATUS__OK);
+    assert_int_equal(member(f, 1, "h1:7101", "h1:7201").status, TN__STATUS__OK);
+    assert_int_equal(member(f, 2, "h2:8102", "h2:8202").status, TN__STATUS__OK);
     assert_int_equal(member(f, 0, "x", "y").status,
                      TN__STATUS__INVALID_ARGUMENT);
     assert_true(fsmMemberGet(&f->fsm, 2, &rpc, &http));
@@ -1798,8 +1791,7 @@ static void test_restore_rejects_corruption(void **state)
     snapshotOf(&f->fsm, &after, &n_after);
     assert_int_equal(n_before, n_after);
     assert_memory_equal(before, after, n_before);
-    assert_int_equal(le64((uint8_t *)good + n - 8),
-                     fnv(good, n - 8));
+    assert_int_equal(le64((uint8_t *)good + n - 8), fnv(good, n - 8));
     free(p);
     free(good);
     free(before);

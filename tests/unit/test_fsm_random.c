@@ -49,21 +49,21 @@ static bool chance(uint32_t percent)
 static unsigned currentSeed;
 static int currentStep;
 
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (!(cond)) {                                                     \
-            print_error("seed=%u step=%d: %s (line %d)\n", currentSeed,   \
-                        currentStep, #cond, __LINE__);                     \
-            fail();                                                        \
-        }                                                                  \
+#define CHECK(cond)                                                     \
+    do {                                                                \
+        if (!(cond)) {                                                  \
+            print_error("seed=%u step=%d: %s (line %d)\n", currentSeed, \
+                        currentStep, #cond, __LINE__);                  \
+            fail();                                                     \
+        }                                                               \
     } while (0)
 
 /* -------------------------------------------------------------- model */
 
-#define N_X 6          /* exclusive resources, modelled exactly */
+#define N_X          6 /* exclusive resources, modelled exactly */
 #define MAX_SESSIONS 512
-#define MAX_TOKENS 8192
-#define MAX_EVENTS 512
+#define MAX_TOKENS   8192
+#define MAX_EVENTS   512
 
 enum { TK_HELD = 1, TK_RELEASED, TK_EXPIRED };
 
@@ -71,7 +71,7 @@ struct msession
 {
     uint64_t id;
     uint64_t epoch;
-    uint32_t delay;          /* lock-delay this session asks for on x* */
+    uint32_t delay; /* lock-delay this session asks for on x* */
     bool alive;
 };
 
@@ -79,7 +79,7 @@ struct mres
 {
     uint64_t holder_session; /* 0: free */
     uint64_t holder_token;
-    uint32_t holder_delay;   /* capped lock-delay of the holder */
+    uint32_t holder_delay; /* capped lock-delay of the holder */
     uint64_t delay_until;
     uint32_t waiters;
     uint64_t last_token;
@@ -88,7 +88,7 @@ struct mres
 struct mtoken
 {
     uint64_t token;
-    int res;                 /* index into X, or -1 for other resources */
+    int res; /* index into X, or -1 for other resources */
     int state;
     int mode;
 };
@@ -210,8 +210,8 @@ static void modelGrant(struct world *w,
     if (xi >= 0) {
         struct mres *m = &w->x[xi];
         CHECK(mode == TN__LOCK_MODE__EXCLUSIVE);
-        CHECK(m->holder_session == 0);       /* never two holders */
-        CHECK(m->delay_until <= w->now);     /* never inside a delay */
+        CHECK(m->holder_session == 0);   /* never two holders */
+        CHECK(m->delay_until <= w->now); /* never inside a delay */
         CHECK(token > m->last_token);
         m->holder_session = session;
         m->holder_token = token;
@@ -357,8 +357,7 @@ static void modelEvents(struct world *w, int from)
                     }
                 }
             } else if (e->status == TN__STATUS__OK && !e->replayed) {
-                modelGrant(w, e->resource, e->session, e->token, e->mode,
-                           0);
+                modelGrant(w, e->resource, e->session, e->token, e->mode, 0);
             }
             break;
         default:
@@ -753,8 +752,8 @@ static void doOther(struct world *w)
             a.mode = TN__LOCK_MODE__SEMAPHORE;
             a.permits = chance(95) ? 2 : 3;
         } else {
-            a.mode = chance(70) ? TN__LOCK_MODE__SHARED
-                                : TN__LOCK_MODE__EXCLUSIVE;
+            a.mode =
+                chance(70) ? TN__LOCK_MODE__SHARED : TN__LOCK_MODE__EXCLUSIVE;
         }
         a.wait_ms = chance(50) ? 0 : below(5000);
         a.lock_delay_ms = chance(80) ? 0 : below(3000);
@@ -777,11 +776,10 @@ static void doOther(struct world *w)
         }
     } else {
         struct fsm_lock_view v;
-        uint64_t token = w->n_tokens > 0
-                             ? w->tokens[below((uint32_t)w->n_tokens)].token
-                             : 1;
-        if (fsmLockGet(&w->primary, otherName[oi], 2, &v) &&
-            v.n_holders > 0 && chance(70)) {
+        uint64_t token =
+            w->n_tokens > 0 ? w->tokens[below((uint32_t)w->n_tokens)].token : 1;
+        if (fsmLockGet(&w->primary, otherName[oi], 2, &v) && v.n_holders > 0 &&
+            chance(70)) {
             token = v.holders[below(v.n_holders)].token;
         }
         rel.resource = (char *)otherName[oi];
@@ -1066,9 +1064,10 @@ static void test_random_against_model(void **state)
         delays += f->w->delays;
         replays += f->w->replays;
     }
-    print_message("%u seeds: %u grants, %u hand-offs, %u wait timeouts, "
-                  "%u lock-delay refusals, %u replays\n",
-                  f->seeds, grants, handoffs, timeouts, delays, replays);
+    print_message(
+        "%u seeds: %u grants, %u hand-offs, %u wait timeouts, "
+        "%u lock-delay refusals, %u replays\n",
+        f->seeds, grants, handoffs, timeouts, delays, replays);
     /* The run must have exercised the interesting paths. */
     if (f->seeds >= 50) {
         assert_true(grants > 1000);
@@ -1256,9 +1255,8 @@ static void test_avl_random(void **state)
             }
             if (q < KEYS) {
                 struct tn_avl_node *found = tn_avl_find(&t, &q, itemKeyCmp);
-                assert_ptr_equal(found, present[q] != NULL
-                                            ? &present[q]->node
-                                            : NULL);
+                assert_ptr_equal(found,
+                                 present[q] != NULL ? &present[q]->node : NULL);
             }
         }
     }
