@@ -98,6 +98,11 @@ struct waiter
     uint32_t permits;
     uint32_t lock_delay_ms;
     uint8_t mode;
+    /* Where it was queued, to finalise that result if the waiter ends in
+     * the same batch (not part of the snapshot: only used while applying
+     * that entry). */
+    uint64_t origin_apply; /* impl->applies when queued */
+    size_t origin_slot;
 };
 
 struct tomb
@@ -178,6 +183,14 @@ struct fsm_impl
     struct fsm_holder_view *views;
     size_t cap_views;
     bool stale_term; /* the batch being applied has an old term */
+    /* The batch being applied: results of commands [0, cur_done) are
+     * written; cur_queued of them say queued. */
+    uint64_t applies; /* fsmApply calls since init (never 0 inside one) */
+    const Tn__Batch *cur_batch;
+    struct fsm_result *cur_results;
+    size_t cur_slot;
+    size_t cur_done;
+    size_t cur_queued;
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -988,6 +1001,37 @@ static void fsmResultHolder(const struct holder *h, struct fsm_result *r)
 
 /* -------------------------------------------------------------- waiters */
 
+/* A result written earlier in this batch that says "queued" for @w gets its
+ * final outcome, so that a batch's results are final as of its end (the
+ * caller registers waiters only after fsmApply returns and would miss this
+ * WAIT_DONE). Both the command that queued it and retries of it (same
+ * client_id and seq, answered from the reply table) are rewritten. */
+static void waiterFinalizeBatch(struct fsm_impl *impl,
+                                const struct waiter *w,
+                                const struct fsm_result *r)
+{
+    for (size_t i = 0; i < impl->cur_done && impl->cur_queued > 0; i++) {
+        struct fsm_result *slot = &impl->cur_results[i];
+        const Tn__Command *c = impl->cur_batch->commands[i];
+        bool mine;
+
+        if (!slot->queued) {
+            continue;
+        }
+        mine = w->origin_apply == impl->applies && w->origin_slot == i;
+        if (!mine && w->client_id != 0 && c != NULL) {
+            mine = c->client_id == w->client_id && c->seq == w->seq;
+        }
+        if (mine) {
+            bool replayed = slot->replayed;
+            *slot = *r;
+            slot->queued = false;
+            slot->replayed = replayed || r->replayed;
+            impl->cur_queued--;
+        }
+    }
+}
+
 /* Take @w out of every structure, record and announce its outcome. */
 static void waiterFinish(struct fsm *f,
                          struct waiter *w,
@@ -1006,6 +1050,9 @@ static void waiterFinish(struct fsm *f,
     impl->n_waiters--;
     lockTouch(impl, l);
     clientComplete(f, w->client_id, w->seq, r);
+    if (impl->cur_results != NULL && impl->cur_queued > 0) {
+        waiterFinalizeBatch(impl, w, r);
+    }
 
     memset(&e, 0, sizeof e);
     e.type = FSM_EVENT_WAIT_DONE;
@@ -1449,6 +1496,8 @@ static void cmdAcquire(struct fsm *f,
         w->lock_delay_ms = lock_delay_ms;
         w->client_id = cmd->client_id;
         w->seq = cmd->seq;
+        w->origin_apply = impl->applies;
+        w->origin_slot = impl->cur_slot;
         w->timer.kind = TIMER_WAIT;
         w->timer.deadline = fsmAddSat(impl->now, wait_ms);
         w->timer.tseq = impl->next_tseq++;
@@ -1779,12 +1828,26 @@ void fsmApply(struct fsm *f,
     impl->now = fsmMax(impl->now, batch->now_ms);
     fsmRunTimers(f);
     clientsExpire(f);
+    impl->applies++;
+    impl->cur_batch = batch;
+    impl->cur_results = results;
+    impl->cur_done = 0;
+    impl->cur_queued = 0;
     for (size_t i = 0; i < batch->n_commands; i++) {
         struct fsm_result scratch;
         struct fsm_result *r = results != NULL ? &results[i] : &scratch;
+        impl->cur_slot = i;
         fsmApplyCommand(f, batch->commands[i], r);
+        impl->cur_done = i + 1;
+        if (r->queued) {
+            impl->cur_queued++;
+        }
         fsmSettle(f);
     }
+    impl->cur_batch = NULL;
+    impl->cur_results = NULL;
+    impl->cur_done = 0;
+    impl->cur_queued = 0;
     impl->stale_term = false;
 }
 

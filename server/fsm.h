@@ -51,7 +51,12 @@ struct fsm_result
     bool replayed;           /* answered from the exactly-once reply table */
     bool queued;             /* acquire is waiting; the answer comes later as
                                 an FSM_EVENT_WAIT_DONE with the same
-                                (client_id, seq) */
+                                (client_id, seq). Results are final as of
+                                the end of the batch: an acquire queued (or
+                                retried) in a batch and ended by a later
+                                command of the same batch reports its final
+                                outcome instead (its WAIT_DONE, emitted
+                                during fsmApply, can then be ignored). */
     uint64_t session;        /* session opened / used */
     uint64_t epoch;          /* session epoch after this command */
     uint32_t ttl_ms;         /* granted TTL */

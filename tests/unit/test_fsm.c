@@ -1423,6 +1423,89 @@ static void test_result_strings_survive_batch(void **state)
     assert_string_equal(r[0].holder, "holder-with-a-name");
 }
 
+/* An acquire queued by one command and granted by a later command of the
+ * same batch reports the grant, not "queued" (results are final as of the
+ * end of the batch); the WAIT_DONE is emitted as well. */
+static void test_same_batch_queue_then_grant(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = openSession(f, "a", 5000);
+    uint64_t b = openSession(f, "b", 5000);
+    struct fsm_result ra = acquire(f, a, "r");
+    Tn__Command c[2] = { TN__COMMAND__INIT, TN__COMMAND__INIT };
+    Tn__Acquire acq = TN__ACQUIRE__INIT;
+    Tn__Release rel = TN__RELEASE__INIT;
+    Tn__Command *p[2] = { &c[0], &c[1] };
+    struct fsm_result r[2];
+    const struct recorded *e;
+    size_t mark = f->n_events;
+
+    acq.session = b;
+    acq.resource = "r";
+    acq.wait_ms = 10000;
+    c[0].client_id = 30;
+    c[0].seq = 1;
+    c[0].body_case = TN__COMMAND__BODY_ACQUIRE;
+    c[0].acquire = &acq;
+    rel.resource = "r";
+    rel.token = ra.token;
+    c[1].body_case = TN__COMMAND__BODY_RELEASE;
+    c[1].release = &rel;
+    applyBatch(f, p, 2, r);
+    assert_int_equal(r[1].status, TN__STATUS__OK);
+    assert_int_equal(r[0].status, TN__STATUS__OK);
+    assert_false(r[0].queued);
+    assert_false(r[0].replayed);
+    assert_int_equal(r[0].session, b);
+    assert_int_equal(r[0].token, f->index << 16);
+    e = findEvent(f, FSM_EVENT_WAIT_DONE, mark);
+    assert_non_null(e);
+    assert_int_equal(e->token, r[0].token);
+    /* The reply table has the final answer too. */
+    f->client_id = 30;
+    f->seq = 1;
+    r[0] = acquireFull(f, b, "r", 0, 0, 10000, 0);
+    assert_true(r[0].replayed);
+    assert_false(r[0].queued);
+    assert_int_equal(r[0].token, e->token);
+}
+
+/* A retry of a waiting acquire, in the same batch as the release that
+ * grants it, also reports the grant. */
+static void test_same_batch_retry_then_grant(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t a = openSession(f, "a", 5000);
+    uint64_t b = openSession(f, "b", 5000);
+    struct fsm_result ra = acquire(f, a, "r");
+    Tn__Command c[2] = { TN__COMMAND__INIT, TN__COMMAND__INIT };
+    Tn__Acquire acq = TN__ACQUIRE__INIT;
+    Tn__Release rel = TN__RELEASE__INIT;
+    Tn__Command *p[2] = { &c[0], &c[1] };
+    struct fsm_result r[2];
+
+    f->client_id = 31;
+    f->seq = 1;
+    assert_true(acquireFull(f, b, "r", 0, 0, 10000, 0).queued);
+    f->client_id = 0;
+    acq.session = b;
+    acq.resource = "r";
+    acq.wait_ms = 10000;
+    c[0].client_id = 31;
+    c[0].seq = 1;
+    c[0].body_case = TN__COMMAND__BODY_ACQUIRE;
+    c[0].acquire = &acq;
+    rel.resource = "r";
+    rel.token = ra.token;
+    c[1].body_case = TN__COMMAND__BODY_RELEASE;
+    c[1].release = &rel;
+    applyBatch(f, p, 2, r);
+    assert_int_equal(r[0].status, TN__STATUS__OK);
+    assert_false(r[0].queued);
+    assert_true(r[0].replayed);
+    assert_int_equal(r[0].token, f->index << 16);
+}
+
 /* Cluster time and term never go backwards. */
 static void test_time_monotonic(void **state)
 {
@@ -1840,6 +1923,8 @@ int main(void)
         T(test_member_info),
         T(test_list_by_prefix),
         T(test_result_strings_survive_batch),
+        T(test_same_batch_queue_then_grant),
+        T(test_same_batch_retry_then_grant),
         T(test_time_monotonic),
         T(test_malformed_commands),
         T(test_snapshot_round_trip),
