@@ -244,9 +244,10 @@ int benchFindLeader(uint32_t timeout_ms)
 static void addNode(unsigned id, pid_t pid)
 {
     if (B->n_nodes < BENCH_MAX_NODES) {
-        B->nodes[B->n_nodes].id = id;
-        B->nodes[B->n_nodes].pid = pid;
-        B->n_nodes++;
+        struct node_proc *n = &B->nodes[B->n_nodes++];
+        memset(n, 0, sizeof *n);
+        n->id = id;
+        n->pid = pid;
     }
 }
 
@@ -290,9 +291,21 @@ static void nodesFromList(const char *list)
 /* Re-reads the pid files (failover restarts nodes). */
 void benchRefreshNodes(void)
 {
-    if (B->cluster_dir != NULL) {
-        B->n_nodes = 0;
-        nodesFromDir(B->cluster_dir);
+    struct node_proc old[BENCH_MAX_NODES];
+    int n_old = B->n_nodes;
+    if (B->cluster_dir == NULL) {
+        return;
+    }
+    memcpy(old, B->nodes, sizeof old);
+    B->n_nodes = 0;
+    nodesFromDir(B->cluster_dir);
+    /* Keep the samples of processes that are still the same. */
+    for (int i = 0; i < B->n_nodes; i++) {
+        for (int j = 0; j < n_old; j++) {
+            if (old[j].pid == B->nodes[i].pid) {
+                B->nodes[i] = old[j];
+            }
+        }
     }
 }
 

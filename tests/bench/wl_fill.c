@@ -314,7 +314,9 @@ static void fillPhase(int phase)
 {
     uint64_t now = nowNs();
     if (phase > PH_OPEN && F.phase < phase) {
-        progressLine();
+        if (F.phase != PH_HOLD) {
+            progressLine();
+        }
         F.failed_by_phase[F.phase] = F.failed;
     }
     F.phase = phase;
