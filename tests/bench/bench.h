@@ -1,5 +1,5 @@
 /* tnbench: shared declarations of the load generator (one libuv loop, one
- * thread, many clients; see tests/bench/README.md and docs/benchmarks.md). */
+ * thread, many clients; see docs/benchmarks.md). */
 #ifndef TN_BENCH_H_
 #define TN_BENCH_H_
 
@@ -81,6 +81,7 @@ struct safety
 
 /* Sorts the records and checks them; prints up to @show violations. */
 void grantsCheck(struct grants *g, struct safety *out, int show);
+int grantsSelfTest(void); /* 0: the checker finds planted violations */
 
 /* ------------------------------------------------------------ processes */
 

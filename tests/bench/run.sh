@@ -6,8 +6,9 @@
 #   tests/bench/run.sh WORKLOAD [tnbench options...]
 #   tests/bench/run.sh rpc-cycle --clients 64 --duration 10
 #   tests/bench/run.sh smoke          # a few hundred ops of each kind, < 10 s
+#   tests/bench/run.sh all            # the set of issue 7, a fresh cluster each
 #
-# WORKLOAD: http-cycle rpc-cycle contend failover fill smoke
+# WORKLOAD: http-cycle rpc-cycle contend failover fill smoke all
 # Environment: TENURE_BIN_DIR (build dir with tenured and tests/bench/tnbench;
 # default build-bench, else build), TENURE_BASE_PORT (default: the first free
 # of 24000, 24400, ...), TENURE_LOG_LEVEL (default info), TNBENCH_KEEP=1 keeps
@@ -18,7 +19,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PROG=tests/bench/run.sh
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 [ $# -ge 1 ] || {
@@ -33,6 +34,15 @@ case $WORKLOAD in
         exit 0
         ;;
     http-cycle | rpc-cycle | contend | failover | fill | smoke) ;;
+    all)
+        # Each on its own fresh cluster; extra arguments go to every run.
+        sh "$0" http-cycle --clients 64 --duration 10 "$@"
+        sh "$0" rpc-cycle --clients 64 --duration 10 "$@"
+        sh "$0" contend --clients 16 --duration 10 "$@"
+        sh "$0" failover --clients 16 --repeat 5 "$@"
+        sh "$0" fill --locks 100000 --sessions 100000 --duration 10 "$@"
+        exit 0
+        ;;
     *)
         echo "$PROG: unknown workload '$WORKLOAD'" >&2
         usage >&2
@@ -121,7 +131,9 @@ bench() {
 
 if [ "$WORKLOAD" = smoke ]; then
     # Tiny runs that check the tool end to end; each exits non-zero on a
-    # safety violation or when nothing completed.
+    # safety violation or when nothing completed. First, the checker must
+    # catch planted violations.
+    "$TNBENCH" --self-test
     bench --workload rpc-cycle --clients 16 --warmup 0 --max-ops 300 --duration 5 --quiet "$@"
     bench --workload http-cycle --clients 16 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
     bench --workload contend --clients 8 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"

@@ -55,7 +55,8 @@ static const char usage[] =
     "  --pids P1,P2,..     tenured pids for CPU/RSS (or ID:PID,...)\n"
     "  --spread            clients spread over every endpoint (followers\n"
     "                      forward) instead of all on the leader\n"
-    "  --quiet             only the table\n";
+    "  --quiet             only the table\n"
+    "  --self-test         check the safety checker on planted violations\n";
 
 /* ------------------------------------------------------------- helpers */
 
@@ -541,6 +542,7 @@ int main(int argc, char **argv)
         { "pids", required_argument, NULL, 'p' },
         { "spread", no_argument, NULL, 'f' },
         { "quiet", no_argument, NULL, 'q' },
+        { "self-test", no_argument, NULL, 'T' },
         { "help", no_argument, NULL, '?' },
         { NULL, 0, NULL, 0 },
     };
@@ -618,6 +620,8 @@ int main(int argc, char **argv)
         case 'q':
             B->quiet = true;
             break;
+        case 'T':
+            return grantsSelfTest();
         default:
             fputs(usage, opt == '?' && optopt == 0 ? stdout : stderr);
             return opt == '?' && optopt == 0 ? 0 : 2;
