@@ -1678,6 +1678,10 @@ static void cmdMember(struct fsm *f,
     r->status = TN__STATUS__OK;
 }
 
+static void cmdRestore(struct fsm *f,
+                       const Tn__SnapshotRestore *c,
+                       struct fsm_result *r);
+
 static const char *cmdResource(const Tn__Command *c)
 {
     switch (c->body_case) {
@@ -1804,6 +1808,12 @@ static void fsmApplyCommand(struct fsm *f,
         }
         cmdMember(f, c->member, r);
         break;
+    case TN__COMMAND__BODY_RESTORE:
+        if (c->restore == NULL) {
+            goto missing;
+        }
+        cmdRestore(f, c->restore, r);
+        break;
     default:
     missing:
         fsmInvalid(r, "command: no known body");
@@ -1836,8 +1846,9 @@ void fsmApply(struct fsm *f,
     for (size_t i = 0; i < batch->n_commands; i++) {
         struct fsm_result scratch;
         struct fsm_result *r = results != NULL ? &results[i] : &scratch;
-        impl->cur_slot = i;
+        f->impl->cur_slot = i;
         fsmApplyCommand(f, batch->commands[i], r);
+        impl = f->impl; /* a Restore command replaces the state */
         impl->cur_done = i + 1;
         if (r->queued) {
             impl->cur_queued++;
@@ -3136,7 +3147,12 @@ static int restoreAll(const struct fsm *f,
     return 0;
 }
 
-int fsmRestore(struct fsm *f, const void *buf, size_t len)
+/* Parse and validate a snapshot into a new state (nothing else changes).
+ * Returns 0, BAD or NOMEM. */
+static int snapParse(const struct fsm *f,
+                     const void *buf,
+                     size_t len,
+                     struct fsm_impl **out)
 {
     const uint8_t *p = buf;
     struct rbuf r;
@@ -3171,7 +3187,95 @@ int fsmRestore(struct fsm *f, const void *buf, size_t len)
         implFree(impl);
         return rv;
     }
+    *out = impl;
+    return 0;
+}
+
+int fsmRestore(struct fsm *f, const void *buf, size_t len)
+{
+    struct fsm_impl *impl;
+    int rv = snapParse(f, buf, len, &impl);
+
+    if (rv != 0) {
+        return rv;
+    }
     implFree(f->impl);
     f->impl = impl;
     return 0;
+}
+
+/* The Restore command: an operator loads a saved snapshot into a fresh
+ * cluster (no sessions, no locks). The saved table replaces this one, but
+ * what orders this cluster stays its own and only moves forward: index,
+ * term, cluster time, and the counters tokens, session ids and timers come
+ * from (max of both, so no token is ever issued twice). Members stay this
+ * cluster's. Deadlines are absolute cluster time: waits and lock-delays that
+ * ended before now end at once (WAIT_DONE). Every restored session is
+ * announced (SESSION_OPEN, so the leader starts its lease) and every lock
+ * (LOCK_CHANGE). */
+static void cmdRestore(struct fsm *f,
+                       const Tn__SnapshotRestore *c,
+                       struct fsm_result *r)
+{
+    struct fsm_impl *old = f->impl;
+    struct fsm_impl *impl;
+    struct tn_avl_node *n;
+    struct member *members;
+    size_t n_members;
+    int rv;
+
+    if (old->sessions.count > 0 || old->locks.count > 0) {
+        r->status = TN__STATUS__REFUSED;
+        r->message =
+            "restore: the lock table is not empty (a snapshot can "
+            "only be restored into a fresh cluster)";
+        return;
+    }
+    rv = snapParse(f, c->snapshot.data, c->snapshot.len, &impl);
+    if (rv == NOMEM) {
+        abort(); /* fail-stop, as for every allocation while applying */
+    }
+    if (rv != 0) {
+        fsmInvalid(r, "snapshot: malformed or from an incompatible version");
+        return;
+    }
+    impl->index = old->index;
+    impl->term = fsmMax(impl->term, old->term);
+    impl->now = fsmMax(impl->now, old->now);
+    impl->last_token = fsmMax(impl->last_token, old->last_token);
+    impl->last_session = fsmMax(impl->last_session, old->last_session);
+    impl->next_tseq = fsmMax(impl->next_tseq, old->next_tseq);
+    /* Swap the members back: this cluster's addresses. */
+    members = impl->members;
+    n_members = impl->n_members;
+    impl->members = old->members;
+    impl->n_members = old->n_members;
+    old->members = members;
+    old->n_members = n_members;
+    /* The batch being applied, and the strings its results point to. */
+    impl->stale_term = old->stale_term;
+    impl->applies = old->applies;
+    impl->cur_batch = old->cur_batch;
+    impl->cur_results = old->cur_results;
+    impl->cur_slot = old->cur_slot;
+    impl->cur_done = old->cur_done;
+    impl->cur_queued = old->cur_queued;
+    impl->graveyard = old->graveyard;
+    impl->n_grave = old->n_grave;
+    impl->cap_grave = old->cap_grave;
+    old->graveyard = NULL;
+    old->n_grave = 0;
+    old->cap_grave = 0;
+    f->impl = impl;
+    implFree(old);
+
+    for (n = tn_avl_first(&impl->sessions); n != NULL; n = tn_avl_next(n)) {
+        fsmEmitSession(f, FSM_EVENT_SESSION_OPEN,
+                       TN_AVL_DATA(n, struct session, node));
+    }
+    fsmRunTimers(f);
+    for (n = tn_avl_first(&impl->locks); n != NULL; n = tn_avl_next(n)) {
+        lockTouch(impl, TN_AVL_DATA(n, struct lock, node));
+    }
+    r->status = TN__STATUS__OK;
 }

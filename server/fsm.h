@@ -179,6 +179,14 @@ bool fsmResourceValid(const char *resource, size_t len, const char **message);
  *                     released token gives LEASE_EXPIRED (not counted).
  *   Tick              OK (time moves; timers fire before it).
  *   MemberInfo        OK; INVALID_ARGUMENT for id 0 or bad addresses.
+ *   Restore           (operator snapshot load) OK: the saved table replaces
+ *                     this one; index, term, cluster time and members stay
+ *                     this cluster's, token / session / timer counters take
+ *                     the max of both (tokens never repeat); every restored
+ *                     session gets a SESSION_OPEN, every lock a LOCK_CHANGE;
+ *                     deadlines already past fire at once. REFUSED if this
+ *                     table has sessions or locks; INVALID_ARGUMENT if the
+ *                     snapshot does not pass fsmRestore's checks.
  * With client_id != 0 (and client_window > 0): seq must be >= 1; a (client,
  * seq) already answered returns the stored answer with replayed = true (a
  * still-waiting acquire returns queued again); a seq at or below the
