@@ -330,13 +330,15 @@ int envSetup(struct env *e)
     size_t ic = 0;
     size_t ep = 0;
     size_t hl = 0;
+    for (int i = 0; i < e->n_nodes; i++) {
+        e->nodes[i].idx = i;
+        e->nodes[i].id = i + 1;
+    }
     if (e->netns && setupNetwork(e) != 0) {
         return -1;
     }
     for (int i = 0; i < e->n_nodes; i++) {
         struct fnode *n = &e->nodes[i];
-        n->idx = i;
-        n->id = i + 1;
         if (!e->netns) {
             strf(n->ip, sizeof n->ip, "127.0.0.1");
             n->raft_port = pickFreePort();
