@@ -324,6 +324,38 @@ static void fmtMs(char *out, size_t n, uint64_t ns)
     }
 }
 
+/* CPU time per measured op, by process: less sensitive than the rate to
+ * whatever else runs on the machine. */
+static void costLine(void)
+{
+    long hz = sysconf(_SC_CLK_TCK);
+    uint64_t n = B->h[0].count;
+    double all = 0;
+    double c;
+    long cores;
+    if (n == 0 || hz <= 0 || !B->self_a.ok || !B->self_b.ok ||
+        B->wl == WL_FAILOVER) {
+        return;
+    }
+    c = (double)(B->self_b.cpu_ticks - B->self_a.cpu_ticks) / (double)hz;
+    all += c;
+    printf("cpu/op     %s: tnbench %.1f us", B->op_names[0],
+           c * 1e6 / (double)n);
+    for (int i = 0; i < B->n_nodes; i++) {
+        const struct node_proc *p = &B->nodes[i];
+        if (!p->a.ok || !p->b.ok) {
+            continue;
+        }
+        c = (double)(p->b.cpu_ticks - p->a.cpu_ticks) / (double)hz;
+        all += c;
+        printf(", node%u %.1f", p->id, c * 1e6 / (double)n);
+    }
+    cores = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("; all %.1f us (%.0f/s would fill %ld cores)\n",
+           all * 1e6 / (double)n,
+           all > 0 ? (double)n / all * (double)cores : 0, cores);
+}
+
 static void report(void)
 {
     double secs = B->t_stop > B->t_measure
@@ -435,6 +467,7 @@ static void report(void)
                    (double)n->b.rss_kb / 1024.0, (double)n->b.hwm_kb / 1024.0);
         }
     }
+    costLine();
     if (B->extra_len > 0) {
         fputs(B->extra, stdout);
     }
