@@ -371,6 +371,12 @@ static void connDrop(struct conn *conn, bool failure, const char *fmt, ...)
     }
     if (e->has_leader && strcmp(e->leader.label, conn->ep.label) == 0) {
         e->has_leader = false;
+        if (failure) {
+            /* Followers may keep naming it for a while (until they notice
+             * it is gone): do not bounce between them and it. */
+            e->bad_leader = conn->ep;
+            e->bad_leader_until_ns = leaseNow() + 1000 * 1000000ULL;
+        }
     }
     if (failure) {
         e->failures++;
@@ -751,16 +757,28 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
     if (status == TN__STATUS__NOT_LEADER) {
         struct endpoint ep;
         char msg[128];
+        bool hinted = r->leader_rpc != NULL && r->leader_rpc[0] != '\0' &&
+                      endpointParse(r->leader_rpc, strlen(r->leader_rpc), &ep,
+                                    msg, sizeof msg) == 0 &&
+                      strcmp(ep.label, conn->ep.label) != 0;
+
         op->last_status = TN_NOT_LEADER;
-        if (r->leader_rpc != NULL && r->leader_rpc[0] != '\0' &&
-            endpointParse(r->leader_rpc, strlen(r->leader_rpc), &ep, msg,
-                          sizeof msg) == 0 &&
-            strcmp(ep.label, conn->ep.label) != 0) {
-            /* Go to the leader: resend everything there. */
+        if (hinted && strcmp(ep.label, e->bad_leader.label) == 0 &&
+            leaseNow() < e->bad_leader_until_ns) {
+            /* It names the leader we just failed to reach: stay on this
+             * connection (reads still work here) and ask again later, when
+             * a new leader may be known. */
+            snprintf(op->errmsg, sizeof op->errmsg,
+                     "the leader %.60s is unreachable", ep.label);
+            opDelay(e, op);
+            return;
+        }
+        if (hinted) {
+            /* Go to the leader: resend everything there. (The failure
+             * count is not reset: a hint naming a dead node must not make
+             * the client spin between it and the follower.) */
             e->leader = ep;
             e->has_leader = true;
-            e->failures = 0;
-            e->reconnect_at_ns = 0;
             listRemove(&op->link);
             op->state = OP_WAITING;
             listPush(&e->waiting, &op->link);

@@ -103,6 +103,8 @@ struct engine
     size_t next_endpoint;       /* round-robin cursor */
     struct endpoint leader;     /* hint from NOT_LEADER / ClusterInfo */
     bool has_leader;
+    struct endpoint bad_leader; /* a hinted leader we could not reach */
+    uint64_t bad_leader_until_ns; /* ignore hints naming it until then */
     struct conn *conn;          /* current connection, or NULL */
     uint64_t client_id;
     uint64_t next_seq;

@@ -52,6 +52,11 @@ static void usage(FILE *f)
 "      before the lease's safe deadline if renewals fail; release when CMD\n"
 "      exits; exit with CMD's status\n"
 "  cluster status                  leader, term, members\n"
+"  cluster add ID RAFT_HOST:PORT   add a node (spare, catch up, voter)\n"
+"  cluster remove ID               remove a node\n"
+"  cluster transfer [ID]           hand leadership over (default: best voter)\n"
+"  snapshot save FILE              the whole lock table, linearizable\n"
+"  snapshot restore FILE           load it into a fresh cluster\n"
 "  version\n"
 "\n"
 "options:\n"
@@ -732,13 +737,130 @@ static int cmdWatch(const struct args *a, tn_client *c)
     return EXIT_OK;
 }
 
+static int printDone(const struct args *a, const char *what)
+{
+    if (a->json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "ok", json_true());
+        printJson(j);
+    } else {
+        printf("%s\n", what);
+    }
+    return EXIT_OK;
+}
+
+static int cmdClusterChange(const struct args *a, tn_client *c)
+{
+    const char *sub = a->pos[0];
+    uint64_t id = 0;
+    int rc;
+
+    if (strcmp(sub, "add") == 0) {
+        needPositional(a, 3, "ID RAFT_HOST:PORT");
+        id = parseU64("ID", a->pos[1], UINT64_MAX);
+        rc = tn_member_add(c, id, a->pos[2]);
+    } else if (strcmp(sub, "remove") == 0) {
+        needPositional(a, 2, "ID");
+        id = parseU64("ID", a->pos[1], UINT64_MAX);
+        rc = tn_member_remove(c, id);
+    } else {
+        if (a->n_pos > 2) {
+            die(EXIT_USAGE, "cluster transfer: unexpected argument '%s'",
+                a->pos[2]);
+        }
+        if (a->n_pos == 2) {
+            id = parseU64("ID", a->pos[1], UINT64_MAX);
+        }
+        rc = tn_leader_transfer(c, id);
+    }
+    if (rc != TN_OK) {
+        return fail(a, c, rc, sub);
+    }
+    return printDone(a, strcmp(sub, "transfer") == 0 ? "transfer started"
+                                                      : "done");
+}
+
+static int cmdSnapshot(const struct args *a, tn_client *c)
+{
+    const char *file;
+    void *buf = NULL;
+    size_t len = 0;
+    FILE *f;
+    int rc;
+
+    if (a->n_pos < 1 || (strcmp(a->pos[0], "save") != 0 &&
+                         strcmp(a->pos[0], "restore") != 0)) {
+        die(EXIT_USAGE, "snapshot: expected 'save FILE' or 'restore FILE'");
+    }
+    needPositional(a, 2, "FILE");
+    file = a->pos[1];
+    if (strcmp(a->pos[0], "save") == 0) {
+        rc = tn_snapshot_save(c, &buf, &len);
+        if (rc != TN_OK) {
+            return fail(a, c, rc, "snapshot save");
+        }
+        f = fopen(file, "wb");
+        if (f == NULL || fwrite(buf, 1, len, f) != len || fclose(f) != 0) {
+            fprintf(stderr, "%s: %s: %s\n", progname, file, strerror(errno));
+            tn_free(buf);
+            return EXIT_ERROR;
+        }
+        tn_free(buf);
+        if (a->json) {
+            json_t *j = json_object();
+            json_object_set_new(j, "ok", json_true());
+            json_object_set_new(j, "bytes", json_integer((json_int_t)len));
+            printJson(j);
+        } else {
+            printf("saved %zu bytes to %s\n", len, file);
+        }
+        return EXIT_OK;
+    }
+    f = fopen(file, "rb");
+    if (f == NULL) {
+        fprintf(stderr, "%s: %s: %s\n", progname, file, strerror(errno));
+        return EXIT_ERROR;
+    }
+    for (;;) {
+        char chunk[65536];
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        void *grown;
+        if (n == 0) {
+            break;
+        }
+        grown = realloc(buf, len + n);
+        if (grown == NULL) {
+            free(buf);
+            fclose(f);
+            fprintf(stderr, "%s: out of memory\n", progname);
+            return EXIT_ERROR;
+        }
+        buf = grown;
+        memcpy((char *)buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    rc = tn_snapshot_restore(c, buf, len);
+    free(buf);
+    if (rc != TN_OK) {
+        return fail(a, c, rc, "snapshot restore");
+    }
+    return printDone(a, "restored");
+}
+
 static int cmdCluster(const struct args *a, tn_client *c)
 {
     struct tn_cluster_info ci;
     int rc;
 
+    if (a->n_pos >= 1 && (strcmp(a->pos[0], "add") == 0 ||
+                          strcmp(a->pos[0], "remove") == 0 ||
+                          strcmp(a->pos[0], "transfer") == 0)) {
+        return cmdClusterChange(a, c);
+    }
     if (a->n_pos < 1 || strcmp(a->pos[0], "status") != 0) {
-        die(EXIT_USAGE, "cluster: expected 'cluster status'");
+        die(EXIT_USAGE,
+            "cluster: expected 'status', 'add', 'remove' or 'transfer'");
     }
     needPositional(a, 1, "subcommand");
     rc = tn_cluster_status(c, &ci);
@@ -965,7 +1087,8 @@ int main(int argc, char **argv)
         needPositional(&a, 1, "RESOURCE");
     } else if (strcmp(a.command, "list") == 0) {
         needPositional(&a, 0, "");
-    } else if (strcmp(a.command, "cluster") != 0) {
+    } else if (strcmp(a.command, "cluster") != 0 &&
+               strcmp(a.command, "snapshot") != 0) {
         die(EXIT_USAGE, "unknown command '%s'", a.command);
     }
     if (a.cmd != NULL && strcmp(a.command, "exec") != 0) {
@@ -986,6 +1109,8 @@ int main(int argc, char **argv)
         code = cmdWatch(&a, c);
     } else if (strcmp(a.command, "exec") == 0) {
         code = cmdExec(&a, c);
+    } else if (strcmp(a.command, "snapshot") == 0) {
+        code = cmdSnapshot(&a, c);
     } else {
         code = cmdCluster(&a, c);
     }

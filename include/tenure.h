@@ -107,6 +107,7 @@ TN_API const char *tn_version_string(void);
     X(NO_SPACE, 13, "cluster refuses writes: disk space low")                \
     X(NOT_FOUND, 14, "not found")                                            \
     X(INTERNAL, 15, "internal error")                                        \
+    X(REFUSED, 16, "refused now (membership change or quorum at risk)")      \
     X(NOMEM, 100, "out of memory")                                           \
     X(UNAVAILABLE, 101, "no endpoint reachable")                             \
     X(PROTOCOL, 102, "malformed or unexpected reply")                        \
@@ -556,6 +557,35 @@ TN_API void tn_cluster_info_clear(struct tn_cluster_info *info);
  * *@out; free it with tn_cluster_info_clear(). Returns TN_OK or an error
  * (TN_UNAVAILABLE when no endpoint answers; *@out is then zeroed). */
 TN_API int tn_cluster_status(tn_client *c, struct tn_cluster_info *out);
+
+/* ----------------------------------------------------------- operators */
+
+/* Add node @id with Raft address @raft_address ("host:port") to the
+ * cluster: it joins as a spare, catches up, then becomes a voter. One
+ * membership change at a time. Returns TN_OK once the change is committed,
+ * TN_REFUSED (another change in progress; the message says why),
+ * TN_INVALID_ARGUMENT, ... */
+TN_API int tn_member_add(tn_client *c, uint64_t id, const char *raft_address);
+
+/* Remove node @id. TN_REFUSED when that would lose quorum. */
+TN_API int tn_member_remove(tn_client *c, uint64_t id);
+
+/* Hand leadership to node @id (0: the most up-to-date voter), e.g. before
+ * restarting the leader. Returns once the transfer has started. */
+TN_API int tn_leader_transfer(tn_client *c, uint64_t id);
+
+/* The whole lock table as of a linearizable point, as an opaque byte
+ * string: on TN_OK *@buf (free it with tn_free()) holds *@len bytes.
+ * Large tables may need a larger tn_client_opts.max_frame. */
+TN_API int tn_snapshot_save(tn_client *c, void **buf, size_t *len);
+
+/* Load a saved snapshot into a fresh cluster (one whose lock table is
+ * empty). @buf is only read during the call. */
+TN_API int tn_snapshot_restore(tn_client *c, const void *buf, size_t len);
+
+/* Free memory the library handed out (tn_snapshot_save()). NULL is
+ * ignored. */
+TN_API void tn_free(void *p);
 
 #ifdef __cplusplus
 }

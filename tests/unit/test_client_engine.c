@@ -1484,15 +1484,16 @@ struct stuck
 {
     tn_session *s;
     int rc;
-    uint64_t done_ns; /* atomic */
+    uint64_t start_ns; /* atomic: before the call (its deadline is later
+                          than this + the client's timeout) */
 };
 
 static void *stuckMain(void *arg)
 {
     struct stuck *st = arg;
     tn_lock *l;
+    __atomic_store_n(&st->start_ns, leaseNow(), __ATOMIC_RELEASE);
     st->rc = tn_lock_acquire(st->s, "stuck", NULL, &l);
-    __atomic_store_n(&st->done_ns, leaseNow(), __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -1508,7 +1509,7 @@ static void test_seq_window(void **state)
     pthread_t t;
     tn_session *s;
     uint64_t stuck_seq = 0;
-    uint64_t done_ns;
+    uint64_t stuck_deadline_ns;
     int late = 0;
 
     fx->c = openClient(fx, NULL, 1500);
@@ -1519,7 +1520,7 @@ static void test_seq_window(void **state)
     pthread_mutex_unlock(&fx->fake->mu);
     st.s = s;
     st.rc = -1;
-    st.done_ns = 0;
+    st.start_ns = 0;
     assert_int_equal(pthread_create(&t, NULL, stuckMain, &st), 0);
     sleepMs(100);
     for (int i = 0; i < 100; i++) {
@@ -1532,7 +1533,10 @@ static void test_seq_window(void **state)
     }
     pthread_join(t, NULL);
     assert_int_equal(st.rc, TN_TIMEOUT);
-    done_ns = __atomic_load_n(&st.done_ns, __ATOMIC_ACQUIRE);
+    /* The stuck request completes at its deadline, no earlier than this;
+     * only then may a number 64 above its own be handed out. */
+    stuck_deadline_ns = __atomic_load_n(&st.start_ns, __ATOMIC_ACQUIRE) +
+                        1500 * 1000000ULL;
     /* The session stayed valid meanwhile: keepalives were not held back. */
     assert_true(tn_session_valid(s));
 
@@ -1547,7 +1551,7 @@ static void test_seq_window(void **state)
     for (int i = 0; i < fx->fake->n_log; i++) {
         const struct fake_log_entry *e = &fx->fake->log[i];
         if (e->seq >= stuck_seq + ENGINE_SEQ_WINDOW &&
-            e->at_ns < done_ns) {
+            e->at_ns < stuck_deadline_ns) {
             late++;
         }
     }
@@ -1555,6 +1559,35 @@ static void test_seq_window(void **state)
     assert_true(stuck_seq > 0);
     assert_int_equal(late, 0);
     tn_session_close(s);
+}
+
+/* Followers that name a leader which is down: the library backs off
+ * instead of bouncing between them at full speed, and the call ends at its
+ * deadline. */
+static void test_redirect_to_dead_leader_backs_off(void **state)
+{
+    struct fixture *fx = *state;
+    struct tn_cluster_info ci;
+    tn_session *s;
+    uint64_t t0;
+    int n;
+
+    fakeSetMode(fx->fake, 2, FAKE_DOWN);
+    pthread_mutex_lock(&fx->fake->mu);
+    fx->fake->mode[0] = FAKE_FOLLOWER;
+    fx->fake->mode[1] = FAKE_FOLLOWER;
+    fx->fake->leader_idx = 2;
+    pthread_mutex_unlock(&fx->fake->mu);
+    fx->c = openClient(fx, NULL, 1000);
+    t0 = nowMs();
+    assert_int_not_equal(tn_session_open(fx->c, "w", 10000, NULL, &s), TN_OK);
+    assert_true(nowMs() - t0 < 1500);
+    n = fakeCount(fx->fake, TN__REQUEST__BODY_SESSION_OPEN, NULL);
+    assert_true(n >= 1);
+    assert_true(n <= 30);
+    /* Reads any node answers still work. */
+    assert_int_equal(tn_cluster_status(fx->c, &ci), TN_OK);
+    tn_cluster_info_clear(&ci);
 }
 
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
@@ -1579,6 +1612,7 @@ int main(void)
         T(test_close_cancels),
         T(test_cluster_status),
         T(test_seq_window),
+        T(test_redirect_to_dead_leader_backs_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

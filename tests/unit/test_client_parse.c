@@ -29,6 +29,7 @@ static void test_codes_match_wire(void **state)
     assert_int_equal(TN_NO_SPACE, TN__STATUS__NO_SPACE);
     assert_int_equal(TN_NOT_FOUND, TN__STATUS__NOT_FOUND);
     assert_int_equal(TN_INTERNAL, TN__STATUS__INTERNAL);
+    assert_int_equal(TN_REFUSED, TN__STATUS__REFUSED);
     assert_true(TN_NOMEM >= 100);
 }
 
