@@ -9,6 +9,13 @@
  *     body (READY)
  *   connFlush -> READY exchanges at the head of the queue are written in
  *     order (WRITING); a later request that completes first waits its turn
+ *
+ * Pipelined requests run concurrently only while all of them are safe (GET,
+ * HEAD, OPTIONS), as RFC 9112 §9.3.2 allows: a PUT, POST or DELETE is
+ * submitted only once everything before it on the connection has been
+ * answered, and nothing after it is submitted before it is answered
+ * (DEFERRED until then). So a pipelined GET never sees the effect of a
+ * DELETE sent after it, and always sees a PUT sent before it.
  *   write callback -> the exchange is freed; reading resumes if pipelining
  *     had paused it
  *
@@ -138,6 +145,7 @@ static const char *bufStr(const struct buf *b)
 
 enum ex_state {
     EX_PARSING,    /* headers/body still arriving (conn->cur) */
+    EX_DEFERRED,   /* complete, waiting for the requests before it */
     EX_ROUTING,    /* complete, being routed */
     EX_DISPATCHED, /* submitted to the backend */
     EX_READY,      /* response built, waiting for its turn */
@@ -332,6 +340,7 @@ static const char *reasonPhrase(int status)
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     case 507: return "Insufficient Storage";
     default: return "Unknown";
     }
@@ -367,6 +376,7 @@ static const struct
     { "commit-unknown", "The outcome is unknown" },
     { "timeout", "The request timed out" },
     { "no-space", "The node is low on disk space" },
+    { "http-version-not-supported", "Only HTTP/1.0 and HTTP/1.1 are served" },
 };
 
 static const char *problemTitle(const char *slug)
@@ -1272,6 +1282,12 @@ static int onHeadersComplete(http_parser *p)
     if (c->in_value && connCommitHeader(c) != 0) {
         return -1;
     }
+    /* http_parser takes any digits as the version; HTTP/2 (its "PRI *"
+     * preface) or "HTTP/9.9" must not be served as if it were 1.1. */
+    if (p->http_major != 1) {
+        c->limit_status = 505;
+        return -1;
+    }
     if ((p->flags & F_CONTENTLENGTH) &&
         p->content_length > c->srv->cfg.max_body_bytes) {
         c->limit_status = 413;
@@ -1321,6 +1337,59 @@ static bool requestIdValid(const char *s)
     return true;
 }
 
+static bool methodSafe(unsigned method)
+{
+    return method == HTTP_GET || method == HTTP_HEAD ||
+           method == HTTP_OPTIONS;
+}
+
+/* May @ex be routed now? Not while an earlier request waits to be routed,
+ * nor while an earlier one is with the backend unless both are safe. */
+static bool connMayRoute(struct http_conn *c, struct http_exchange *ex)
+{
+    tn_queue *q;
+
+    TN_QUEUE_FOREACH(q, &c->exchanges)
+    {
+        struct http_exchange *e = TN_QUEUE_DATA(q, struct http_exchange, link);
+        if (e == ex) {
+            return true;
+        }
+        if (e->state == EX_DEFERRED) {
+            return false;
+        }
+        if (e->state == EX_DISPATCHED &&
+            (!methodSafe(e->method) || !methodSafe(ex->method))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Route the deferred requests whose turn has come, in order. */
+static void connRouteDeferred(struct http_conn *c)
+{
+    tn_queue *q;
+
+    TN_QUEUE_FOREACH(q, &c->exchanges)
+    {
+        struct http_exchange *ex = TN_QUEUE_DATA(q, struct http_exchange,
+                                                 link);
+        if (ex->state != EX_DEFERRED) {
+            continue;
+        }
+        if (!connMayRoute(c, ex)) {
+            return;
+        }
+        ex->state = EX_ROUTING;
+        exchangeRoute(ex);
+        if (c->eof && ex->state == EX_DISPATCHED && ex->wait_ms > 0) {
+            /* As connCancelWaiting() does for those routed before EOF. */
+            c->srv->backend.cancel(c->srv->backend.data, &ex->dreq);
+        }
+    }
+}
+
 static int onMessageComplete(http_parser *p)
 {
     struct http_conn *c = p->data;
@@ -1338,9 +1407,13 @@ static int onMessageComplete(http_parser *p)
         snprintf(ex->request_id, sizeof ex->request_id, "%s", ex->xrid);
     }
     keep_alive = ex->keep_alive;
-    ex->state = EX_ROUTING;
     connEnqueue(c, ex);
-    exchangeRoute(ex);
+    if (connMayRoute(c, ex)) {
+        ex->state = EX_ROUTING;
+        exchangeRoute(ex);
+    } else {
+        ex->state = EX_DEFERRED;
+    }
     connFlush(c); /* may free ex (write error closes the connection) */
 
     if (c->closing) {
@@ -1371,6 +1444,12 @@ static void connParseError(struct http_conn *c, enum http_errno err)
     char detail[256];
 
     switch (c->limit_status) {
+    case 505:
+        snprintf(detail, sizeof detail,
+                 "HTTP/%u.%u is not served; use HTTP/1.1",
+                 c->parser.http_major, c->parser.http_minor);
+        connFail(c, 505, "http-version-not-supported", "http", detail);
+        return;
     case 413:
         snprintf(detail, sizeof detail,
                  "the body is larger than %zu bytes",
@@ -1967,6 +2046,8 @@ static void routeAcquire(struct http_exchange *ex)
                                "'permits' applies only to mode semaphore");
         if (p != NULL) {
             json_object_set_new(p, "field", json_string("permits"));
+            json_object_set_new(p, "allowed",
+                                json_string("only with mode semaphore"));
         }
         exchangeProblem(ex, 422, p);
         return;
@@ -2524,11 +2605,16 @@ static void routeMetrics(struct http_exchange *ex)
     bufFree(&b);
 }
 
-/* GET /: a small status page (members and their health, leader, locks
- * held, most contended resources), refreshing itself. Plain HTML, CSS and
- * JS; every value is inserted with textContent (holder names are user
- * input). It works from any node: the data comes from this node's API,
- * member health from each member's /healthz (which allows CORS). */
+/* GET /: a small status page (members with their state and health, the
+ * leader, term, locks held with holders and time left, most contended
+ * resources), refreshing itself every 2 s. Plain HTML, CSS and JS; every
+ * value is inserted with textContent (holder names are user input). It
+ * works from any node: the data comes from this node's API (the lock list
+ * is a linearizable read, relayed to the leader, which knows the time left;
+ * without a leader it falls back to this node's stale view), member health
+ * from each member's /healthz (which allows CORS). Rows carry data-member /
+ * data-state and data-resource / data-holder attributes for scripts and
+ * tests (tests/integration/test_status_page.sh). */
 static const char statusPage[] =
     "<!doctype html>\n"
     "<html lang=\"en\">\n"
@@ -2543,41 +2629,58 @@ static const char statusPage[] =
     "table { border-collapse: collapse; min-width: 40em; }\n"
     "th, td { text-align: left; padding: .25em .8em .25em 0; border-bottom: 1px solid #ddd; }\n"
     "th { font-weight: 600; color: #555; }\n"
-    "code, td.mono { font-family: ui-monospace, monospace; }\n"
+    "code, .mono { font-family: ui-monospace, monospace; }\n"
     ".ok { color: #17803d; } .bad { color: #b42318; } .warn { color: #b54708; }\n"
     ".muted { color: #777; }\n"
     "#error { color: #b42318; }\n"
+    "#summary span { margin-right: 1.2em; }\n"
     "</style>\n"
     "</head>\n"
     "<body>\n"
     "<h1>tenure</h1>\n"
-    "<div id=\"summary\" class=\"muted\">loading…</div>\n"
+    "<div id=\"summary\" class=\"muted\">\n"
+    "<span>node <b id=\"node\">…</b></span>\n"
+    "<span>leader <b id=\"leader\">…</b></span>\n"
+    "<span>term <b id=\"term\">…</b></span>\n"
+    "<span>commit <b id=\"commit\">…</b></span>\n"
+    "<span>applied <b id=\"applied\">…</b></span>\n"
+    "<span>updated <b id=\"updated\">never</b></span>\n"
+    "</div>\n"
     "<div id=\"error\"></div>\n"
     "<h2>Members</h2>\n"
-    "<table><thead><tr><th>id</th><th>role</th><th>raft</th><th>rpc</th><th>http</th><th>health</th></tr></thead>\n"
+    "<table><thead><tr><th>id</th><th>role</th><th>state</th><th>raft</th><th>rpc</th><th>http</th><th>health</th></tr></thead>\n"
     "<tbody id=\"members\"></tbody></table>\n"
     "<h2>Locks held</h2>\n"
+    "<div id=\"locks-note\" class=\"muted\"></div>\n"
     "<table><thead><tr><th>resource</th><th>state</th><th>mode</th><th>holder</th><th>token</th><th>time left</th><th>queue</th></tr></thead>\n"
     "<tbody id=\"locks\"></tbody></table>\n"
     "<h2>Most contended</h2>\n"
-    "<div id=\"contention\" class=\"muted\">not available on this node</div>\n"
-    "<p class=\"muted\">Refreshes every 2 s. API: <code>/v1/cluster</code>, <code>/v1/locks</code>, <code>/metrics</code>.</p>\n"
+    "<table><thead><tr><th>resource</th><th>conflicts</th><th>acquires</th><th>waiters</th><th>wait p50 / p99</th><th>hold p50 / p99</th></tr></thead>\n"
+    "<tbody id=\"contention\"></tbody></table>\n"
+    "<p class=\"muted\">Refreshes every 2 s. API: <code>/v1/cluster</code>, <code>/v1/locks</code>, <code>/v1/stats/contention</code>, <code>/metrics</code>.</p>\n"
     "<script>\n"
     "\"use strict\";\n"
+    "function $(id) { return document.getElementById(id); }\n"
     "function el(tag, text, cls) {\n"
     "  var e = document.createElement(tag);\n"
     "  if (text !== undefined && text !== null) e.textContent = String(text);\n"
     "  if (cls) e.className = cls;\n"
     "  return e;\n"
     "}\n"
-    "function row(cells) {\n"
+    "function row(cells, attrs) {\n"
     "  var tr = document.createElement(\"tr\");\n"
+    "  Object.keys(attrs || {}).forEach(function (k) { tr.setAttribute(k, String(attrs[k])); });\n"
     "  cells.forEach(function (c) { tr.appendChild(c instanceof Node ? c : el(\"td\", c)); });\n"
     "  return tr;\n"
     "}\n"
-    "function fill(id, rows) {\n"
-    "  var t = document.getElementById(id);\n"
+    "function fill(id, rows, empty, width) {\n"
+    "  var t = $(id);\n"
     "  while (t.firstChild) t.removeChild(t.firstChild);\n"
+    "  if (rows.length === 0) {\n"
+    "    var td = el(\"td\", empty, \"muted\");\n"
+    "    td.colSpan = width;\n"
+    "    rows = [row([td])];\n"
+    "  }\n"
     "  rows.forEach(function (r) { t.appendChild(r); });\n"
     "}\n"
     "function getJSON(url) {\n"
@@ -2586,6 +2689,7 @@ static const char statusPage[] =
     "    return r.json();\n"
     "  });\n"
     "}\n"
+    "function secs(ms) { return ms === undefined || ms === null || ms < 0 ? \"?\" : (ms / 1000).toFixed(1) + \" s\"; }\n"
     "function health(m, td) {\n"
     "  if (!m.http_address) { td.textContent = \"?\"; return; }\n"
     "  fetch(\"http://\" + m.http_address + \"/healthz\", { cache: \"no-store\" })\n"
@@ -2596,49 +2700,58 @@ static const char statusPage[] =
     "    })\n"
     "    .catch(function () { td.textContent = \"unreachable\"; td.className = \"bad\"; });\n"
     "}\n"
-    "function secs(ms) { return ms < 0 ? \"?\" : (ms / 1000).toFixed(1) + \" s\"; }\n"
+    "function showCluster(c) {\n"
+    "  $(\"node\").textContent = c.node_id + \" (\" + c.state + \")\";\n"
+    "  $(\"leader\").textContent = c.leader_id === null ? \"none\" : c.leader_id + \" at \" + c.leader_http;\n"
+    "  $(\"leader\").className = c.leader_id === null ? \"bad\" : \"\";\n"
+    "  $(\"term\").textContent = c.term;\n"
+    "  $(\"commit\").textContent = c.commit_index;\n"
+    "  $(\"applied\").textContent = c.applied_index;\n"
+    "  fill(\"members\", c.members.map(function (m) {\n"
+    "    var h = el(\"td\", \"…\");\n"
+    "    var state = m.leader ? \"leader\" : (c.leader_id === null ? \"?\" : \"follower\");\n"
+    "    health(m, h);\n"
+    "    return row([el(\"td\", m.id), m.role, el(\"td\", state, m.leader ? \"ok\" : \"\"),\n"
+    "                el(\"td\", m.raft_address, \"mono\"), el(\"td\", m.rpc_address, \"mono\"),\n"
+    "                el(\"td\", m.http_address, \"mono\"), h],\n"
+    "               { \"data-member\": m.id, \"data-state\": state });\n"
+    "  }), \"no members\", 7);\n"
+    "}\n"
+    "function showLocks(l, stale) {\n"
+    "  var note = stale ? \"No leader reachable: this node's own (possibly stale) view; time left unknown. \" : \"\";\n"
+    "  if (l.count >= 500) note += \"Showing the first 500.\";\n"
+    "  $(\"locks-note\").textContent = note;\n"
+    "  fill(\"locks\", l.locks.filter(function (k) { return k.state !== \"free\"; }).map(function (k) {\n"
+    "    var h = k.holders[0] || {};\n"
+    "    var names = k.holders.map(function (x) { return x.holder; }).join(\", \");\n"
+    "    return row([el(\"td\", k.resource, \"mono\"), el(\"td\", k.state, k.state === \"held\" ? \"ok\" : \"warn\"), k.mode,\n"
+    "                names, el(\"td\", k.token === null ? \"\" : k.token, \"mono\"),\n"
+    "                k.state === \"held\" ? secs(h.expires_in_ms) : \"\", k.queue_len],\n"
+    "               { \"data-resource\": k.resource, \"data-holder\": names });\n"
+    "  }), \"no locks held\", 7);\n"
+    "}\n"
+    "function showContention(s) {\n"
+    "  fill(\"contention\", (s.resources || []).map(function (r) {\n"
+    "    return row([el(\"td\", r.resource, \"mono\"), r.conflicts, r.acquires, r.waiters,\n"
+    "                secs(r.wait_p50_ms) + \" / \" + secs(r.wait_p99_ms),\n"
+    "                secs(r.hold_p50_ms) + \" / \" + secs(r.hold_p99_ms)]);\n"
+    "  }), \"no contention recorded\", 6);\n"
+    "}\n"
     "function refresh() {\n"
-    "  getJSON(\"/v1/cluster\")\n"
-    "  .then(function (c) {\n"
-    "    document.getElementById(\"error\").textContent = \"\";\n"
-    "    document.getElementById(\"summary\").textContent =\n"
-    "      \"node \" + c.node_id + \" (\" + c.state + \") · leader \" +\n"
-    "      (c.leader_id === null ? \"none\" : c.leader_id + \" at \" + c.leader_http) +\n"
-    "      \" · term \" + c.term + \" · commit \" + c.commit_index + \" · applied \" + c.applied_index;\n"
-    "    fill(\"members\", c.members.map(function (m) {\n"
-    "      var h = el(\"td\", \"…\");\n"
-    "      health(m, h);\n"
-    "      return row([el(\"td\", m.id + (m.leader ? \" ★\" : \"\")), m.role, el(\"td\", m.raft_address, \"mono\"),\n"
-    "                  el(\"td\", m.rpc_address, \"mono\"), el(\"td\", m.http_address, \"mono\"), h]);\n"
-    "    }));\n"
-    "  }).catch(function (e) { document.getElementById(\"error\").textContent = String(e); });\n"
-    "  getJSON(\"/v1/locks?consistency=stale&limit=500\").then(function (l) {\n"
-    "    var rows = l.locks.filter(function (k) { return k.state !== \"free\"; }).map(function (k) {\n"
-    "      var h = k.holders[0] || {};\n"
-    "      var left = h.expires_in_ms;\n"
-    "      return row([el(\"td\", k.resource, \"mono\"), el(\"td\", k.state, k.state === \"held\" ? \"ok\" : \"warn\"), k.mode,\n"
-    "                  (k.holders.length > 1 ? k.holders.length + \" holders\" : (h.holder || \"\")),\n"
-    "                  el(\"td\", k.token === null ? \"\" : k.token, \"mono\"),\n"
-    "                  left === undefined ? \"\" : secs(left), k.queue_len]);\n"
-    "    });\n"
-    "    if (rows.length === 0) rows = [row([el(\"td\", \"no locks held\", \"muted\")])];\n"
-    "    fill(\"locks\", rows);\n"
-    "  }).catch(function (e) { document.getElementById(\"error\").textContent = String(e); });\n"
-    "  getJSON(\"/v1/stats/contention?top=10\").then(function (s) {\n"
-    "    var box = document.getElementById(\"contention\");\n"
-    "    var t = el(\"table\");\n"
-    "    var head = row([el(\"th\", \"resource\"), el(\"th\", \"conflicts\"), el(\"th\", \"waiters\"),\n"
-    "                    el(\"th\", \"wait p50/p99\"), el(\"th\", \"hold p50/p99\")]);\n"
-    "    t.appendChild(head);\n"
-    "    (s.resources || []).forEach(function (r) {\n"
-    "      t.appendChild(row([el(\"td\", r.resource, \"mono\"), r.conflicts, r.waiters,\n"
-    "                         secs(r.wait_p50_ms) + \" / \" + secs(r.wait_p99_ms),\n"
-    "                         secs(r.hold_p50_ms) + \" / \" + secs(r.hold_p99_ms)]));\n"
-    "    });\n"
-    "    box.textContent = \"\";\n"
-    "    box.className = \"\";\n"
-    "    box.appendChild(t);\n"
-    "  }).catch(function () {});\n"
+    "  var errors = [];\n"
+    "  var done = function () {\n"
+    "    $(\"error\").textContent = errors.join(\"; \");\n"
+    "    $(\"updated\").textContent = new Date().toLocaleTimeString();\n"
+    "  };\n"
+    "  Promise.all([\n"
+    "    getJSON(\"/v1/cluster\").then(showCluster).catch(function (e) { errors.push(String(e)); }),\n"
+    "    getJSON(\"/v1/locks?limit=500\").then(function (l) { showLocks(l, false); }).catch(function () {\n"
+    "      return getJSON(\"/v1/locks?limit=500&consistency=stale\").then(function (l) { showLocks(l, true); });\n"
+    "    }).catch(function (e) { errors.push(String(e)); }),\n"
+    "    getJSON(\"/v1/stats/contention?top=10\").then(showContention).catch(function () {\n"
+    "      fill(\"contention\", [], \"not available on this node\", 6);\n"
+    "    })\n"
+    "  ]).then(done);\n"
     "}\n"
     "refresh();\n"
     "setInterval(refresh, 2000);\n"
@@ -3223,7 +3336,9 @@ static void answerFailure(struct http_exchange *ex, const Tn__Response *r)
                        msg[0] != '\0' ? msg : "no leader is known right now");
         if (p != NULL && r->leader_id != 0) {
             jsonSetU64(p, "leader_id", r->leader_id);
-            jsonSetStr(p, "leader_http", r->leader_http);
+            if (r->leader_http != NULL && r->leader_http[0] != '\0') {
+                jsonSetStr(p, "leader_http", r->leader_http);
+            }
         }
         exchangeHeaderf(ex, "Retry-After", "1");
         exchangeProblem(ex, 503, p);
@@ -3647,6 +3762,7 @@ static void exchangeDispatchCb(struct dispatch_req *dreq,
         return;
     }
     exchangeAnswer(ex, r);
+    connRouteDeferred(c);
     connFlush(c);
     connTimerUpdate(c);
 }

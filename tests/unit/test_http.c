@@ -1911,6 +1911,63 @@ static void pipelinedInOrder(void **state)
     tcClose(&c);
 }
 
+/* Pipelined requests run concurrently only while all of them are safe
+ * (RFC 9112 §9.3.2): two GETs are with the backend at once, but a DELETE
+ * behind a pending GET, or a GET behind a pending PUT, is submitted only
+ * once the request before it was answered. */
+static void pipelinedUnsafeWaits(void **state)
+{
+    struct fixture *f = *state;
+    struct tc c;
+    struct tresp r;
+    unsigned submits = counter(f, &f->n_submits);
+    unsigned cancels = counter(f, &f->n_cancels);
+
+    /* Safe after safe: both submitted though the first (a long-poll that
+     * never ends) is pending. */
+    tcOpen(f, &c);
+    tcSend(&c, "GET /v1/locks/hang-s1?index=1&wait=60s HTTP/1.1\r\nHost: t\r\n\r\n"
+               "GET /v1/locks/s2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    waitCounter(f, &f->n_submits, submits + 2);
+    tcClose(&c);
+    waitCounter(f, &f->n_cancels, cancels + 1);
+    submits = counter(f, &f->n_submits);
+
+    /* Unsafe after a pending request: held back while it is pending; once
+     * the EOF cancels the long-poll, the DELETE goes out (short requests
+     * are still answered after an EOF, for clients that half-close). */
+    tcOpen(f, &c);
+    tcSend(&c, "GET /v1/locks/hang-u1?index=1&wait=60s HTTP/1.1\r\nHost: t\r\n\r\n"
+               "DELETE /v1/locks/u2 HTTP/1.1\r\nHost: t\r\n"
+               "If-Match: \"5\"\r\n\r\n");
+    waitCounter(f, &f->n_submits, submits + 1);
+    usleep(200000);
+    assert_int_equal(counter(f, &f->n_submits), submits + 1);
+    tcClose(&c);
+    waitCounter(f, &f->n_cancels, cancels + 2);
+    waitCounter(f, &f->n_submits, submits + 2);
+    assert_int_equal(lastSeen(f).body_case, TN__REQUEST__BODY_RELEASE);
+    submits = counter(f, &f->n_submits);
+
+    /* Safe after unsafe: the GET goes out once the PUT (150 ms) is
+     * answered, and the answers come in order. */
+    tcOpen(f, &c);
+    tcSend(&c,
+           "PUT /v1/locks/slow-p HTTP/1.1\r\nHost: t\r\n"
+           "Content-Length: 29\r\n\r\n" BODY_A
+           "GET /v1/locks/after-p HTTP/1.1\r\nHost: t\r\n\r\n");
+    waitCounter(f, &f->n_submits, submits + 1);
+    usleep(50000);
+    assert_int_equal(counter(f, &f->n_submits), submits + 1);
+    assert_int_equal(tcRead(&c, &r), 201);
+    respFree(&r);
+    assert_int_equal(tcRead(&c, &r), 200);
+    assert_string_equal(jstr(&r, "resource"), "after-p");
+    respFree(&r);
+    assert_int_equal(counter(f, &f->n_submits), submits + 2);
+    tcClose(&c);
+}
+
 /* More pipelined requests than max_pipeline: the parser pauses and resumes,
  * and every request is answered in order. */
 static void pipelineBackpressure(void **state)
@@ -2300,6 +2357,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(contention, setUp, tearDown),
         cmocka_unit_test_setup_teardown(keepAlive, setUp, tearDown),
         cmocka_unit_test_setup_teardown(pipelinedInOrder, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(pipelinedUnsafeWaits, setUp,
+                                        tearDown),
         cmocka_unit_test_setup_teardown(pipelineBackpressure,
                                         setUpSmallPipeline, tearDown),
         cmocka_unit_test_setup_teardown(garbage, setUp, tearDown),
