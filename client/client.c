@@ -393,7 +393,7 @@ int tn_client_open2(const char *endpoints,
     c->client_id = randomClientId();
     ec.connect_timeout_ms =
         optOr(o.connect_timeout_ms, CLIENT_CONNECT_TIMEOUT_MS_DEFAULT);
-    ec.max_frame = optOr(o.max_frame, TN_FRAME_MAX_DEFAULT);
+    ec.max_frame = optOr(o.max_frame, CLIENT_MAX_FRAME_DEFAULT);
     if (ec.max_frame < 1024) {
         ec.max_frame = 1024;
     }

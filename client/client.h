@@ -35,6 +35,7 @@
 
 #define CLIENT_TIMEOUT_MS_DEFAULT 5000
 #define CLIENT_CONNECT_TIMEOUT_MS_DEFAULT 1000
+#define CLIENT_MAX_FRAME_DEFAULT (64u * 1024 * 1024)
 
 /* Work for the I/O thread. */
 struct task

@@ -14,6 +14,7 @@
  * Op lifecycle: see engine.h. */
 #include "engine.h"
 
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -371,7 +372,7 @@ static void connDrop(struct conn *conn, bool failure, const char *fmt, ...)
     }
     if (e->has_leader && strcmp(e->leader.label, conn->ep.label) == 0) {
         e->has_leader = false;
-        if (failure) {
+        if (failure && conn->state != CONN_READY) {
             /* Followers may keep naming it for a while (until they notice
              * it is gone): do not bounce between them and it. */
             e->bad_leader = conn->ep;
@@ -454,6 +455,52 @@ static void allocCb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = CONN_READ_BUF;
 }
 
+/* A reply frame over the limit: resending would get the same reply, so
+ * the op it answers fails (TN_PROTOCOL) instead of being retried. The
+ * Response's id is its first field (protobuf-c writes fields in order):
+ * read it from the start of the payload if those bytes are there. */
+static void connTooBig(struct conn *conn)
+{
+    struct engine *e = conn->e;
+    const uint8_t *p = conn->reader.buf + conn->reader.off;
+    size_t have = conn->reader.len - conn->reader.off;
+    uint32_t n = 0;
+    uint64_t id = 0;
+    bool found = false;
+
+    if (have >= TN_FRAME_HEADER) {
+        n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+            (uint32_t)p[2] << 8 | (uint32_t)p[3];
+    }
+    if (have > TN_FRAME_HEADER + 1 && p[TN_FRAME_HEADER] == 0x08) {
+        unsigned shift = 0;
+        for (size_t i = TN_FRAME_HEADER + 1; i < have && shift < 64; i++) {
+            id |= (uint64_t)(p[i] & 0x7f) << shift;
+            shift += 7;
+            if ((p[i] & 0x80) == 0) {
+                found = true;
+                break;
+            }
+        }
+    }
+    if (found && e != NULL) {
+        struct list *l;
+        for (l = e->sent.next; l != &e->sent; l = l->next) {
+            struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
+            if (op->id == id) {
+                snprintf(op->errmsg, sizeof op->errmsg,
+                         "reply of %" PRIu32 " bytes is over max_frame (%zu): "
+                         "raise tn_client_opts.max_frame",
+                         n, conn->reader.max);
+                opComplete(e, op, TN_PROTOCOL, NULL);
+                break;
+            }
+        }
+    }
+    connFail(conn, "reply frame of %" PRIu32 " bytes over %zu", n,
+             conn->reader.max);
+}
+
 static void readCb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *conn = s->data;
@@ -475,7 +522,7 @@ static void readCb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (rv == TN_FRAME_TOO_BIG) {
-        connFail(conn, "reply frame over %zu bytes", conn->reader.max);
+        connTooBig(conn);
         return;
     }
     while (conn->state == CONN_READY) {
@@ -485,7 +532,7 @@ static void readCb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             break;
         }
         if (rv < 0) {
-            connFail(conn, "reply frame over %zu bytes", conn->reader.max);
+            connTooBig(conn);
             return;
         }
         r = tn__response__unpack(NULL, len, payload);

@@ -162,7 +162,9 @@ struct tn_client_opts
     uint32_t drift_ppm;
     uint32_t margin_ms;
 
-    /* Largest reply frame accepted, bytes. Default 1 MiB. */
+    /* Largest frame accepted from the cluster (and sent to it), bytes.
+     * Default 64 MiB: replies like snapshots can exceed the daemon's own
+     * request limit (--max-frame, 1 MiB by default). */
     uint32_t max_frame;
 
     uint64_t reserved[8]; /* must be zero */
@@ -576,7 +578,8 @@ TN_API int tn_leader_transfer(tn_client *c, uint64_t id);
 
 /* The whole lock table as of a linearizable point, as an opaque byte
  * string: on TN_OK *@buf (free it with tn_free()) holds *@len bytes.
- * Large tables may need a larger tn_client_opts.max_frame. */
+ * Tables over 64 MiB need a larger tn_client_opts.max_frame (the call
+ * fails with TN_PROTOCOL saying so). */
 TN_API int tn_snapshot_save(tn_client *c, void **buf, size_t *len);
 
 /* Load a saved snapshot into a fresh cluster (one whose lock table is

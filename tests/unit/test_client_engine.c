@@ -118,6 +118,7 @@ struct fake
     int no_quorum;          /* answer NO_QUORUM without applying */
     enum keepalive_mode ka_mode;
     char ignore_resource[64]; /* acquires of it: no answer, not applied */
+    size_t big_message;       /* pad cluster_status answers to this size */
     int reorder;            /* hold acquire replies until this many */
     struct held_reply held[FAKE_ITEMS];
     int n_held;
@@ -322,6 +323,12 @@ static void fakeRead(struct fake *f, int node, const Tn__Request *rq,
 
     resp->status = TN__STATUS__OK;
     if (rq->body_case == TN__REQUEST__BODY_CLUSTER_STATUS) {
+        static char big[1 << 16];
+        if (f->big_message > 0 && f->big_message < sizeof big) {
+            memset(big, 'x', f->big_message);
+            big[f->big_message] = '\0';
+            resp->message = big;
+        }
         tn__cluster_info__init(&ci);
         snprintf(rpc, sizeof rpc, "127.0.0.1:%d", f->port[f->leader_idx]);
         ci.node_id = (uint64_t)node + 1;
@@ -1590,6 +1597,38 @@ static void test_redirect_to_dead_leader_backs_off(void **state)
     tn_cluster_info_clear(&ci);
 }
 
+/* A reply over the client's frame limit fails its call at once with
+ * TN_PROTOCOL and a message saying which limit to raise (resending would
+ * only get the same reply); the other calls go on. */
+static void test_reply_too_big(void **state)
+{
+    struct fixture *fx = *state;
+    struct tn_client_opts o;
+    struct tn_cluster_info ci;
+    tn_session *s;
+    uint64_t t0;
+
+    memset(&o, 0, sizeof o);
+    o.timeout_ms = 3000;
+    o.max_frame = 2048;
+    assert_int_equal(tn_client_open(fx->endpoints, &o, &fx->c), TN_OK);
+    assert_int_equal(tn_session_open(fx->c, "w", 10000, NULL, &s), TN_OK);
+    pthread_mutex_lock(&fx->fake->mu);
+    fx->fake->big_message = 4000;
+    pthread_mutex_unlock(&fx->fake->mu);
+    t0 = nowMs();
+    assert_int_equal(tn_cluster_status(fx->c, &ci), TN_PROTOCOL);
+    assert_true(nowMs() - t0 < 1000);
+    assert_non_null(strstr(tn_client_errmsg(fx->c), "max_frame"));
+    pthread_mutex_lock(&fx->fake->mu);
+    fx->fake->big_message = 0;
+    pthread_mutex_unlock(&fx->fake->mu);
+    assert_int_equal(tn_cluster_status(fx->c, &ci), TN_OK);
+    tn_cluster_info_clear(&ci);
+    assert_true(tn_session_valid(s));
+    tn_session_close(s);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -1613,6 +1652,7 @@ int main(void)
         T(test_cluster_status),
         T(test_seq_window),
         T(test_redirect_to_dead_leader_backs_off),
+        T(test_reply_too_big),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
