@@ -718,6 +718,7 @@ static void engineSendOp(struct engine *e, struct engine_op *op)
     }
     w->conn = conn;
     w->buf = frame;
+    op->frame_len = len;
     buf = uv_buf_init((char *)frame, (unsigned)len);
     if (op->first_sent_ns == 0) {
         op->first_sent_ns = leaseNow();
@@ -795,6 +796,30 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
             op = o;
             break;
         }
+    }
+    if (op == NULL && r->id == 0 && status != TN__STATUS__OK) {
+        /* A connection-level error (the daemon closes the connection
+         * next). If it refuses a frame as too large, the culprit is the
+         * largest request in flight when that is over the daemon's default
+         * limit: resending it would fail the same way. */
+        struct engine_op *big = NULL;
+        for (l = e->sent.next; l != &e->sent; l = l->next) {
+            struct engine_op *o = LIST_ENTRY(l, struct engine_op, link);
+            if (big == NULL || o->frame_len > big->frame_len) {
+                big = o;
+            }
+        }
+        snprintf(e->last_error, sizeof e->last_error, "%.60s: %.180s",
+                 conn->ep.label, r->message != NULL ? r->message : "");
+        if (big != NULL && status == TN__STATUS__INVALID_ARGUMENT &&
+            big->frame_len > TN_FRAME_MAX_DEFAULT) {
+            snprintf(big->errmsg, sizeof big->errmsg,
+                     "%.180s (request of %zu bytes)",
+                     r->message != NULL ? r->message : "refused",
+                     big->frame_len);
+            opComplete(e, big, TN_INVALID_ARGUMENT, NULL);
+        }
+        return;
     }
     if (op == NULL) {
         return; /* a late answer to an op that timed out */

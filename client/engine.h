@@ -79,6 +79,7 @@ struct engine_op
     int state;
     int fail_rc;           /* FAILED: the code to complete with */
     uint64_t id;           /* request id of the latest send */
+    size_t frame_len;      /* encoded size of the latest send */
     uint64_t seq;
     unsigned attempts;
     int last_status;       /* last retryable answer, or 0 */
