@@ -128,7 +128,13 @@ void envTeardown(struct env *e);
 void envSweep(void);
 int nodeStart(struct env *e, int i);
 void nodeKill(struct env *e, int i);
+/* SIGTERM, wait; a node still running after @timeout_ms is a finding
+ * (with its stacks from gdb) and is killed. Returns the wait status or
+ * -1. */
 int nodeTerm(struct env *e, int i, int timeout_ms);
+/* Writes every thread's stack of node i (gdb) to the run dir and stderr;
+ * @summary gets the function names. */
+void nodeStacks(struct env *e, int i, char *summary, size_t len);
 void nodePause(struct env *e, int i, bool pause);
 bool nodeRunning(struct env *e, int i);
 /* Notes nodes that exited on their own; restarts them unless down.

@@ -560,6 +560,53 @@ void nodeKill(struct env *e, int i)
     n->paused = false;
 }
 
+void nodeStacks(struct env *e, int i, char *summary, size_t len)
+{
+    struct fnode *n = &e->nodes[i];
+    summary[0] = '\0';
+    if (n->pid <= 0 || !haveProgram("gdb")) {
+        return;
+    }
+    char pid[16];
+    strf(pid, sizeof pid, "%d", (int)n->pid);
+    static char out[65536];
+    const char *argv[] = { "gdb", "-p", pid, "-batch", "-ex",
+                           "thread apply all bt", NULL };
+    runCmd(argv, NULL, out, sizeof out, 30000);
+    char path[FAULT_PATH];
+    strf(path, sizeof path, "%s/n%d-stacks-%d.txt", e->root, n->id,
+         n->starts);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+        if (writeAll(fd, out, strlen(out)) != 0) {
+            /* diagnostics only */
+        }
+        close(fd);
+    }
+    fprintf(stderr, "----- stacks of node %d (pid %s) -----\n", n->id, pid);
+    /* Only the frames: lines starting with '#' or "Thread". */
+    size_t off = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#' || strncmp(line, "Thread", 6) == 0) {
+            fprintf(stderr, "%s\n", line);
+            if (line[0] == '#') {
+                char *in = strstr(line, " in ");
+                const char *fn = in != NULL ? in + 4 : line + 4;
+                char name[64];
+                if (sscanf(fn, "%63[^ (]", name) == 1 && off + 70 < len) {
+                    off += (size_t)snprintf(summary + off, len - off, "%s%s",
+                                            off ? " < " : "", name);
+                }
+            } else if (off + 4 < len) {
+                off += (size_t)snprintf(summary + off, len - off, "%s",
+                                        off ? " | " : "");
+            }
+        }
+    }
+}
+
 int nodeTerm(struct env *e, int i, int timeout_ms)
 {
     struct fnode *n = &e->nodes[i];
@@ -569,6 +616,10 @@ int nodeTerm(struct env *e, int i, int timeout_ms)
     kill(n->pid, SIGTERM);
     int status = reapNode(e, i, timeout_ms);
     if (status < 0) {
+        char stacks[400];
+        nodeStacks(e, i, stacks, sizeof stacks);
+        addNote(e, true, "node %d ignored SIGTERM for %d ms (killed); "
+                "stacks: %s", n->id, timeout_ms, stacks);
         nodeKill(e, i);
         return -1;
     }

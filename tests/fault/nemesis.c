@@ -335,9 +335,12 @@ static void faultRestartAll(struct fault_ctx *c)
         for (int i = 0; i < e->n_nodes; i++) {
             int st = nodeWaitExit(e, i, 15000);
             if (st < 0) {
+                char stacks[400];
+                nodeStacks(e, i, stacks, sizeof stacks);
                 addNote(e, true,
-                        "node %d ignored SIGTERM for 15 s (killed)",
-                        e->nodes[i].id);
+                        "node %d ignored SIGTERM for 15 s (killed); stacks: "
+                        "%s",
+                        e->nodes[i].id, stacks);
                 nodeKill(e, i);
             } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
                 addNote(e, true,
@@ -747,7 +750,7 @@ static void faultCorrupt(struct fault_ctx *c)
     c->rec->t_inject = nowUs();
     n->down = true;
     int st = nodeTerm(e, v, 15000);
-    if (st != 0) {
+    if (st > 0) {
         addNote(e, true, "node %d did not stop cleanly on SIGTERM (0x%x)",
                 n->id, (unsigned)st);
     }
