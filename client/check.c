@@ -69,8 +69,8 @@ int checkResource(const char *resource, char *errmsg, size_t errlen)
     }
     len = strlen(resource);
     if (len > CHECK_RESOURCE_MAX) {
-        snprintf(errmsg, errlen, "resource: %zu bytes, at most %d allowed",
-                 len, CHECK_RESOURCE_MAX);
+        snprintf(errmsg, errlen, "resource: %zu bytes, at most %d allowed", len,
+                 CHECK_RESOURCE_MAX);
         return -1;
     }
     bad = checkText(resource, len);

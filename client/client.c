@@ -209,9 +209,9 @@ int clientCall(tn_client *c,
     }
     rc = call->rc;
     if (rc != TN_OK) {
-        clientErrmsgLocked(c, "%s: %s", what,
-                           call->op.errmsg[0] ? call->op.errmsg
-                                              : tn_strerror(rc));
+        clientErrmsgLocked(
+            c, "%s: %s", what,
+            call->op.errmsg[0] ? call->op.errmsg : tn_strerror(rc));
     }
     free_client = clientUnrefLocked(c);
     pthread_mutex_unlock(&c->mu);
@@ -506,8 +506,8 @@ void tn_client_close(tn_client *c)
     pthread_mutex_lock(&c->mu);
     c->notifier_stop = true;
     pthread_cond_broadcast(&c->notify_cond);
-    on_notifier = c->notifier_running &&
-                  pthread_equal(pthread_self(), c->notifier);
+    on_notifier =
+        c->notifier_running && pthread_equal(pthread_self(), c->notifier);
     if (c->notifier_running && !on_notifier) {
         pthread_mutex_unlock(&c->mu);
         pthread_join(c->notifier, NULL);

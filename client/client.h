@@ -33,9 +33,9 @@
  * (then its send time starts a new session lease, DESIGN §4 rule 5). */
 #define CLIENT_ACQUIRE_RENEWS_SESSION 0
 
-#define CLIENT_TIMEOUT_MS_DEFAULT 5000
+#define CLIENT_TIMEOUT_MS_DEFAULT         5000
 #define CLIENT_CONNECT_TIMEOUT_MS_DEFAULT 1000
-#define CLIENT_MAX_FRAME_DEFAULT (64u * 1024 * 1024)
+#define CLIENT_MAX_FRAME_DEFAULT          (64u * 1024 * 1024)
 
 /* Work for the I/O thread. */
 struct task
@@ -47,9 +47,7 @@ struct task
 struct call;
 /* Runs on the loop thread when the op completes, before the caller wakes;
  * returns the code the caller gets (usually @rc). @r may be NULL. */
-typedef int (*call_reply_fn)(struct call *call,
-                             int rc,
-                             const Tn__Response *r);
+typedef int (*call_reply_fn)(struct call *call, int rc, const Tn__Response *r);
 
 /* A blocking request: lives on the caller's stack. */
 struct call
@@ -58,7 +56,7 @@ struct call
     struct engine_op op;
     Tn__Request req;
     tn_client *c;
-    call_reply_fn on_reply; /* may be NULL */
+    call_reply_fn on_reply;            /* may be NULL */
     void (*before)(struct call *call); /* loop thread, before submitting */
     void *ctx;
     pthread_cond_t cond;
@@ -77,9 +75,9 @@ struct event
 struct tn_client
 {
     pthread_mutex_t mu;
-    int refs;            /* mu: user, sessions, notifier thread */
-    bool closing;        /* mu: tn_client_close() started */
-    bool shutdown;       /* mu: the loop must shut down */
+    int refs;      /* mu: user, sessions, notifier thread */
+    bool closing;  /* mu: tn_client_close() started */
+    bool shutdown; /* mu: the loop must shut down */
     struct lease_params lease_params;
     uint32_t timeout_ms;
     uint64_t client_id;
@@ -88,13 +86,13 @@ struct tn_client
     uv_loop_t loop;
     uv_async_t async;
     pthread_t thread;
-    struct engine engine;     /* (loop) */
-    struct list tasks;        /* mu */
-    struct list sessions;     /* (loop) sessions with running timers */
+    struct engine engine; /* (loop) */
+    struct list tasks;    /* mu */
+    struct list sessions; /* (loop) sessions with running timers */
 
     /* Notifier. */
-    bool notifier_running;    /* mu */
-    bool notifier_stop;       /* mu */
+    bool notifier_running; /* mu */
+    bool notifier_stop;    /* mu */
     pthread_t notifier;
     pthread_cond_t notify_cond;  /* events or stop */
     pthread_cond_t cb_done_cond; /* a callback returned */
@@ -105,11 +103,11 @@ struct tn_client
 struct tn_session
 {
     tn_client *c;
-    int refs;           /* mu: user, locks, loop side, queued events */
+    int refs; /* mu: user, locks, loop side, queued events */
     uint64_t id;
-    uint64_t epoch;     /* mu */
-    uint32_t ttl_ms;    /* mu */
-    char *holder;       /* owned */
+    uint64_t epoch;  /* mu */
+    uint32_t ttl_ms; /* mu */
+    char *holder;    /* owned */
     struct tn_session_opts opts;
     bool has_callbacks;
     struct lease lease; /* mu */
@@ -117,10 +115,10 @@ struct tn_session
     bool detached;      /* mu: the user's handle is gone (close/abandon) */
 
     /* Loop side. */
-    bool registered;    /* (loop) timers initialised, in c->sessions */
-    bool stopping;      /* (loop) timers closing */
-    int open_timers;    /* (loop) */
-    bool ka_inflight;   /* (loop) */
+    bool registered;  /* (loop) timers initialised, in c->sessions */
+    bool stopping;    /* (loop) timers closing */
+    int open_timers;  /* (loop) */
+    bool ka_inflight; /* (loop) */
     uint32_t keepalive_ms;
     uv_timer_t ka_timer;
     uv_timer_t jeopardy_timer;
@@ -133,15 +131,15 @@ struct tn_session
 
 struct tn_lock
 {
-    tn_session *s;       /* holds a reference */
-    char *resource;      /* owned */
+    tn_session *s;  /* holds a reference */
+    char *resource; /* owned */
     uint64_t token;
     uint64_t generation;
     int mode;
     uint32_t ttl_ms;
     uint64_t grant_deadline_ns; /* from the acquire's send time */
-    bool released;       /* mu: no longer to be trusted */
-    bool release_done;   /* mu: a release got a final answer */
+    bool released;              /* mu: no longer to be trusted */
+    bool release_done;          /* mu: a release got a final answer */
 };
 
 /* ---- client.c */

@@ -100,8 +100,8 @@ int endpointParse(const char *s,
         return -1;
     }
     if (port == end || end - port > 5) {
-        snprintf(errmsg, errlen, "endpoint \"%.*s\": bad port",
-                 (int)(end - s), s);
+        snprintf(errmsg, errlen, "endpoint \"%.*s\": bad port", (int)(end - s),
+                 s);
         return -1;
     }
     for (const char *p = port; p < end; p++) {

@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #define ENDPOINT_HOST_MAX 255
-#define ENDPOINT_MAX 64 /* endpoints in one list */
+#define ENDPOINT_MAX      64 /* endpoints in one list */
 
 struct endpoint
 {

@@ -24,33 +24,21 @@
 #include "lease.h"
 #include "tenure.h"
 
-enum {
-    OP_IDLE = 0,
-    OP_WAITING,
-    OP_SENT,
-    OP_DELAYED,
-    OP_FAILED,
-    OP_DONE
-};
+enum { OP_IDLE = 0, OP_WAITING, OP_SENT, OP_DELAYED, OP_FAILED, OP_DONE };
 
-enum {
-    CONN_RESOLVING = 1,
-    CONN_CONNECTING,
-    CONN_READY,
-    CONN_CLOSING
-};
+enum { CONN_RESOLVING = 1, CONN_CONNECTING, CONN_READY, CONN_CLOSING };
 
 #define CONN_READ_BUF (64 * 1024)
 #define RETRY_BASE_MS 25
-#define RETRY_MAX_MS 1000
+#define RETRY_MAX_MS  1000
 
 struct conn
 {
-    struct engine *e; /* NULL once detached from the engine */
+    struct engine *e;     /* NULL once detached from the engine */
     struct engine *owner; /* counts this connection in open_handles */
     struct endpoint ep;
     int state;
-    int refs;         /* open handles and pending requests */
+    int refs; /* open handles and pending requests */
     bool gai_pending;
     bool tcp_open;
     uv_getaddrinfo_t gai;
@@ -58,7 +46,7 @@ struct conn
     uv_connect_t connect;
     uv_timer_t timer; /* connect timeout */
     struct tn_frame_reader reader;
-    char *rbuf;       /* owned */
+    char *rbuf; /* owned */
 };
 
 struct write_req
@@ -164,11 +152,13 @@ static void expireList(struct engine *e, struct list *head, uint64_t now)
                 } else if (rc == TN_NO_QUORUM) {
                     snprintf(op->errmsg, sizeof op->errmsg,
                              "deadline exceeded: no leader elected "
-                             "(%u attempts)", op->attempts);
+                             "(%u attempts)",
+                             op->attempts);
                 } else {
                     snprintf(op->errmsg, sizeof op->errmsg,
                              "deadline exceeded after %u attempts; the "
-                             "outcome is unknown", op->attempts);
+                             "outcome is unknown",
+                             op->attempts);
                 }
             }
             opComplete(e, op, rc, NULL);
@@ -469,8 +459,8 @@ static void connTooBig(struct conn *conn)
     bool found = false;
 
     if (have >= TN_FRAME_HEADER) {
-        n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-            (uint32_t)p[2] << 8 | (uint32_t)p[3];
+        n = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 |
+            (uint32_t)p[3];
     }
     if (have > TN_FRAME_HEADER + 1 && p[TN_FRAME_HEADER] == 0x08) {
         unsigned shift = 0;
@@ -489,7 +479,8 @@ static void connTooBig(struct conn *conn)
             struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
             if (op->id == id) {
                 snprintf(op->errmsg, sizeof op->errmsg,
-                         "reply of %" PRIu32 " bytes is over max_frame (%zu): "
+                         "reply of %" PRIu32
+                         " bytes is over max_frame (%zu): "
                          "raise tn_client_opts.max_frame",
                          n, conn->reader.max);
                 opComplete(e, op, TN_PROTOCOL, NULL);
@@ -512,8 +503,9 @@ static void readCb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread < 0) {
-        connFail(conn, "%s", nread == UV_EOF ? "connection closed by peer"
-                                             : uv_strerror((int)nread));
+        connFail(conn, "%s",
+                 nread == UV_EOF ? "connection closed by peer"
+                                 : uv_strerror((int)nread));
         return;
     }
     rv = tn_frame_reader_feed(&conn->reader, buf->base, (size_t)nread);
@@ -699,8 +691,7 @@ static void engineSendOp(struct engine *e, struct engine_op *op)
         op->request->client_id = e->client_id;
         op->request->seq = op->seq;
     }
-    rv = tn_frame_encode(&op->request->base, e->config.max_frame, &frame,
-                         &len);
+    rv = tn_frame_encode(&op->request->base, e->config.max_frame, &frame, &len);
     if (rv != TN_FRAME_OK) {
         snprintf(op->errmsg, sizeof op->errmsg, "%s",
                  rv == TN_FRAME_NOMEM ? "out of memory encoding the request"
@@ -779,8 +770,7 @@ static bool isRetryable(int status)
 {
     return status == TN__STATUS__NO_QUORUM ||
            status == TN__STATUS__COMMIT_UNKNOWN ||
-           status == TN__STATUS__RATE_LIMITED ||
-           status == TN__STATUS__TIMEOUT;
+           status == TN__STATUS__RATE_LIMITED || status == TN__STATUS__TIMEOUT;
 }
 
 static void handleResponse(struct conn *conn, const Tn__Response *r)

@@ -62,12 +62,12 @@ typedef void (*engine_op_cb)(struct engine_op *op,
 
 struct engine_op
 {
-    void *data;            /* user data */
-    Tn__Request *request;  /* borrowed until cb; body set by the user. The
-                              engine sets id, client_id and seq. */
-    bool mutating;         /* needs (client_id, seq) */
-    bool may_wait;         /* the server may hold it long (queued acquire) */
-    uint64_t deadline_ns;  /* absolute, leaseNow() clock */
+    void *data;           /* user data */
+    Tn__Request *request; /* borrowed until cb; body set by the user. The
+                             engine sets id, client_id and seq. */
+    bool mutating;        /* needs (client_id, seq) */
+    bool may_wait;        /* the server may hold it long (queued acquire) */
+    uint64_t deadline_ns; /* absolute, leaseNow() clock */
     engine_op_cb cb;
 
     /* Set by the engine, readable in cb. */
@@ -77,14 +77,14 @@ struct engine_op
     /* private */
     struct list link;
     int state;
-    int fail_rc;           /* FAILED: the code to complete with */
-    uint64_t id;           /* request id of the latest send */
-    size_t frame_len;      /* encoded size of the latest send */
+    int fail_rc;      /* FAILED: the code to complete with */
+    uint64_t id;      /* request id of the latest send */
+    size_t frame_len; /* encoded size of the latest send */
     uint64_t seq;
     unsigned attempts;
-    int last_status;       /* last retryable answer, or 0 */
-    bool reached;          /* some node answered it at least once */
-    uint64_t retry_at_ns;  /* DELAYED: when to move back to WAITING */
+    int last_status;      /* last retryable answer, or 0 */
+    bool reached;         /* some node answered it at least once */
+    uint64_t retry_at_ns; /* DELAYED: when to move back to WAITING */
 };
 
 struct engine_config
@@ -101,12 +101,12 @@ struct engine
     struct engine_config config;
     struct endpoint *endpoints; /* owned */
     size_t n_endpoints;
-    size_t next_endpoint;       /* round-robin cursor */
-    struct endpoint leader;     /* hint from NOT_LEADER / ClusterInfo */
+    size_t next_endpoint;   /* round-robin cursor */
+    struct endpoint leader; /* hint from NOT_LEADER / ClusterInfo */
     bool has_leader;
-    struct endpoint bad_leader; /* a hinted leader we could not reach */
+    struct endpoint bad_leader;   /* a hinted leader we could not reach */
     uint64_t bad_leader_until_ns; /* ignore hints naming it until then */
-    struct conn *conn;          /* current connection, or NULL */
+    struct conn *conn;            /* current connection, or NULL */
     uint64_t client_id;
     uint64_t next_seq;
     uint64_t next_id;

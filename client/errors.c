@@ -1,7 +1,7 @@
 /* Error names and descriptions (one X-macro table, in tenure.h), version. */
 #include "tenure.h"
 
-#define TN__STR(x) #x
+#define TN__STR(x)  #x
 #define TN__XSTR(x) TN__STR(x)
 
 int tn_version_number(void)

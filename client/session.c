@@ -18,7 +18,7 @@
 #include "client.h"
 
 #define KEEPALIVE_RETRY_MS 100
-#define KEEPALIVE_MIN_MS 50
+#define KEEPALIVE_MIN_MS   50
 
 /* ------------------------------------------------------------ helpers */
 
@@ -295,8 +295,9 @@ int tn_session_open(tn_client *c,
         holder = name;
     }
     if (checkText(holder, strlen(holder)) != 0) {
-        clientErrmsg(c, "session_open: holder: invalid UTF-8 or control "
-                        "character");
+        clientErrmsg(c,
+                     "session_open: holder: invalid UTF-8 or control "
+                     "character");
         return TN_INVALID_ARGUMENT;
     }
     if (ttl_ms == 0) {
@@ -315,8 +316,8 @@ int tn_session_open(tn_client *c,
     if (opts != NULL) {
         s->opts = *opts;
     }
-    s->has_callbacks = s->opts.on_jeopardy != NULL ||
-                       s->opts.on_safe != NULL || s->opts.on_lost != NULL;
+    s->has_callbacks = s->opts.on_jeopardy != NULL || s->opts.on_safe != NULL ||
+                       s->opts.on_lost != NULL;
     leaseInit(&s->lease);
     listInit(&s->link);
 
@@ -570,8 +571,7 @@ int tn_lock_acquire(tn_session *s,
         return TN_INVALID_ARGUMENT;
     }
     if (opts->mode == TN_MODE_SEMAPHORE && opts->permits == 0) {
-        clientErrmsg(c, "acquire %s: a semaphore needs permits > 0",
-                     resource);
+        clientErrmsg(c, "acquire %s: a semaphore needs permits > 0", resource);
         return TN_INVALID_ARGUMENT;
     }
     pthread_mutex_lock(&c->mu);
@@ -618,8 +618,9 @@ int tn_lock_acquire(tn_session *s,
         if ((rc == TN_HELD || rc == TN_LOCK_DELAY) && opts->conflict) {
             const struct tn_conflict *k = opts->conflict;
             if (k->n_holders > 0) {
-                clientErrmsg(c, "acquire %.100s: held by %.100s (session %llu, "
-                                "token %llu)",
+                clientErrmsg(c,
+                             "acquire %.100s: held by %.100s (session %llu, "
+                             "token %llu)",
                              resource, k->holder.holder,
                              (unsigned long long)k->holder.session,
                              (unsigned long long)k->holder.token);

@@ -15,7 +15,7 @@
 #include "tenure.h"
 
 #define DEFAULT_ENDPOINTS "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
-#define DEFAULT_TTL_MS 10000
+#define DEFAULT_TTL_MS    10000
 
 /* Exit codes (documented in usage() and docs/client.md). */
 enum {
@@ -30,46 +30,58 @@ static const char *progname = "tenurectl";
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-"usage: tenurectl [OPTIONS] COMMAND [ARGS]\n"
-"\n"
-"commands:\n"
-"  acquire RESOURCE [--ttl MS] [--wait MS] [--holder NAME] [--mode M]\n"
-"          [-n PERMITS] [--lock-delay MS]\n"
-"      open a session with the TTL, take the lock and print its token and\n"
-"      session; the lock stays held until released or until the TTL runs\n"
-"      out (nothing keeps it alive after tenurectl exits)\n"
-"  release RESOURCE --token T      release the lock granted with token T\n"
-"  renew RESOURCE --token T [--ttl MS]\n"
-"      renew the session behind token T (once)\n"
-"  status RESOURCE [--stale]       who holds it, since when, until when\n"
-"  list [--prefix P] [--limit N] [--stale]\n"
-"  watch RESOURCE [--count N]      print the state at every change\n"
-"  exec [--mode M] [-n N] [--ttl MS] [--wait MS] [--holder NAME]\n"
-"       [--grace MS] RESOURCE -- CMD [ARGS...]\n"
-"      run CMD while holding the lock (token in TENURE_TOKEN), renewing in\n"
-"      the background; SIGTERM, then SIGKILL after --grace, reach CMD\n"
-"      before the lease's safe deadline if renewals fail; release when CMD\n"
-"      exits; exit with CMD's status\n"
-"  cluster status                  leader, term, members\n"
-"  cluster add ID RAFT_HOST:PORT   add a node (spare, catch up, voter)\n"
-"  cluster remove ID               remove a node\n"
-"  cluster transfer [ID]           hand leadership over (default: best voter)\n"
-"  snapshot save FILE              the whole lock table, linearizable\n"
-"  snapshot restore FILE           load it into a fresh cluster\n"
-"  version\n"
-"\n"
-"options:\n"
-"  --endpoints H:P,H:P   cluster RPC endpoints (default $TENURE_ENDPOINTS,\n"
-"                        else " DEFAULT_ENDPOINTS ")\n"
-"  --json                machine-readable output on stdout\n"
-"  --timeout MS          deadline of each request (default 5000)\n"
-"  -h, --help\n"
-"\n"
-"modes: exclusive (default), shared, semaphore (with -n PERMITS)\n"
-"\n"
-"exit codes: 0 success, 1 error, 2 usage, 3 held by someone else (or the\n"
-"wait ran out, or the token is stale), 4 cluster unavailable\n");
+    fprintf(
+        f,
+        "usage: tenurectl [OPTIONS] COMMAND [ARGS]\n"
+        "\n"
+        "commands:\n"
+        "  acquire RESOURCE [--ttl MS] [--wait MS] [--holder NAME] [--mode M]\n"
+        "          [-n PERMITS] [--lock-delay MS]\n"
+        "      open a session with the TTL, take the lock and print its token "
+        "and\n"
+        "      session; the lock stays held until released or until the TTL "
+        "runs\n"
+        "      out (nothing keeps it alive after tenurectl exits)\n"
+        "  release RESOURCE --token T      release the lock granted with token "
+        "T\n"
+        "  renew RESOURCE --token T [--ttl MS]\n"
+        "      renew the session behind token T (once)\n"
+        "  status RESOURCE [--stale]       who holds it, since when, until "
+        "when\n"
+        "  list [--prefix P] [--limit N] [--stale]\n"
+        "  watch RESOURCE [--count N]      print the state at every change\n"
+        "  exec [--mode M] [-n N] [--ttl MS] [--wait MS] [--holder NAME]\n"
+        "       [--grace MS] RESOURCE -- CMD [ARGS...]\n"
+        "      run CMD while holding the lock (token in TENURE_TOKEN), "
+        "renewing in\n"
+        "      the background; SIGTERM, then SIGKILL after --grace, reach CMD\n"
+        "      before the lease's safe deadline if renewals fail; release when "
+        "CMD\n"
+        "      exits; exit with CMD's status\n"
+        "  cluster status                  leader, term, members\n"
+        "  cluster add ID RAFT_HOST:PORT   add a node (spare, catch up, "
+        "voter)\n"
+        "  cluster remove ID               remove a node\n"
+        "  cluster transfer [ID]           hand leadership over (default: best "
+        "voter)\n"
+        "  snapshot save FILE              the whole lock table, linearizable\n"
+        "  snapshot restore FILE           load it into a fresh cluster\n"
+        "  version\n"
+        "\n"
+        "options:\n"
+        "  --endpoints H:P,H:P   cluster RPC endpoints (default "
+        "$TENURE_ENDPOINTS,\n"
+        "                        else " DEFAULT_ENDPOINTS
+        ")\n"
+        "  --json                machine-readable output on stdout\n"
+        "  --timeout MS          deadline of each request (default 5000)\n"
+        "  -h, --help\n"
+        "\n"
+        "modes: exclusive (default), shared, semaphore (with -n PERMITS)\n"
+        "\n"
+        "exit codes: 0 success, 1 error, 2 usage, 3 held by someone else (or "
+        "the\n"
+        "wait ran out, or the token is stale), 4 cluster unavailable\n");
 }
 
 /* ---------------------------------------------------------- arguments */
@@ -251,8 +263,7 @@ static void needPositional(const struct args *a, int n, const char *what)
         die(EXIT_USAGE, "%s: missing %s", a->command, what);
     }
     if (a->n_pos > n) {
-        die(EXIT_USAGE, "%s: unexpected argument '%s'", a->command,
-            a->pos[n]);
+        die(EXIT_USAGE, "%s: unexpected argument '%s'", a->command, a->pos[n]);
     }
 }
 
@@ -324,9 +335,9 @@ static void formatTime(uint64_t ms, char *buf, size_t len)
         snprintf(buf, len, "-");
         return;
     }
-    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+    snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             (unsigned)(ms % 1000));
 }
 
 static json_t *holderJson(const struct tn_holder_info *h)
@@ -348,8 +359,7 @@ static void printHolderText(FILE *f, const struct tn_holder_info *h)
 {
     char when[64];
     formatTime(h->acquired_at_ms, when, sizeof when);
-    fprintf(f, "holder=\"%s\" session=%" PRIu64 " token=%" PRIu64
-               " since=%s",
+    fprintf(f, "holder=\"%s\" session=%" PRIu64 " token=%" PRIu64 " since=%s",
             h->holder, h->session, h->token, when);
     if (h->expires_in_ms >= 0) {
         fprintf(f, " expires_in_ms=%" PRId64, h->expires_in_ms);
@@ -383,8 +393,8 @@ static int printConflict(const struct args *a,
         printJson(j);
     }
     if (rc == TN_LOCK_DELAY) {
-        fprintf(stderr, "%s: %s: in lock-delay until %s\n", progname,
-                resource, until);
+        fprintf(stderr, "%s: %s: in lock-delay until %s\n", progname, resource,
+                until);
     } else {
         fprintf(stderr, "%s: %s: held", progname, resource);
         if (k->n_holders > 0) {
@@ -649,8 +659,7 @@ static int cmdList(const struct args *a, tn_client *c)
     return EXIT_OK;
 }
 
-static bool sameLock(const struct tn_lock_info *x,
-                     const struct tn_lock_info *y)
+static bool sameLock(const struct tn_lock_info *x, const struct tn_lock_info *y)
 {
     if (x->state != y->state || x->generation != y->generation ||
         x->n_holders != y->n_holders || x->queue_len != y->queue_len ||
@@ -776,8 +785,8 @@ static int cmdClusterChange(const struct args *a, tn_client *c)
     if (rc != TN_OK) {
         return fail(a, c, rc, sub);
     }
-    return printDone(a, strcmp(sub, "transfer") == 0 ? "transfer started"
-                                                      : "done");
+    return printDone(
+        a, strcmp(sub, "transfer") == 0 ? "transfer started" : "done");
 }
 
 static int cmdSnapshot(const struct args *a, tn_client *c)
@@ -788,8 +797,8 @@ static int cmdSnapshot(const struct args *a, tn_client *c)
     FILE *f;
     int rc;
 
-    if (a->n_pos < 1 || (strcmp(a->pos[0], "save") != 0 &&
-                         strcmp(a->pos[0], "restore") != 0)) {
+    if (a->n_pos < 1 ||
+        (strcmp(a->pos[0], "save") != 0 && strcmp(a->pos[0], "restore") != 0)) {
         die(EXIT_USAGE, "snapshot: expected 'save FILE' or 'restore FILE'");
     }
     needPositional(a, 2, "FILE");
@@ -853,9 +862,9 @@ static int cmdCluster(const struct args *a, tn_client *c)
     struct tn_cluster_info ci;
     int rc;
 
-    if (a->n_pos >= 1 && (strcmp(a->pos[0], "add") == 0 ||
-                          strcmp(a->pos[0], "remove") == 0 ||
-                          strcmp(a->pos[0], "transfer") == 0)) {
+    if (a->n_pos >= 1 &&
+        (strcmp(a->pos[0], "add") == 0 || strcmp(a->pos[0], "remove") == 0 ||
+         strcmp(a->pos[0], "transfer") == 0)) {
         return cmdClusterChange(a, c);
     }
     if (a->n_pos < 1 || strcmp(a->pos[0], "status") != 0) {
@@ -882,8 +891,10 @@ static int cmdCluster(const struct args *a, tn_client *c)
         for (size_t i = 0; i < ci.n_members; i++) {
             json_t *m = json_object();
             json_object_set_new(m, "id", jsonU64(ci.members[i].id));
-            json_object_set_new(m, "raft", json_string(ci.members[i].raft_address));
-            json_object_set_new(m, "rpc", json_string(ci.members[i].rpc_address));
+            json_object_set_new(m, "raft",
+                                json_string(ci.members[i].raft_address));
+            json_object_set_new(m, "rpc",
+                                json_string(ci.members[i].rpc_address));
             json_object_set_new(m, "http",
                                 json_string(ci.members[i].http_address));
             json_object_set_new(m, "role", json_string(ci.members[i].role));
@@ -1019,10 +1030,9 @@ static int cmdExec(const struct args *a, tn_client *c)
         }
         left = st.lost ? 0 : tn_lock_valid_for_ms(l);
         if (left <= (int64_t)margin && !killed) {
-            fprintf(stderr,
-                    "%s: lease of %s %s: killing %s (SIGKILL)\n", progname,
-                    resource, st.lost ? "lost" : "about to end unrenewed",
-                    a->cmd[0]);
+            fprintf(stderr, "%s: lease of %s %s: killing %s (SIGKILL)\n",
+                    progname, resource,
+                    st.lost ? "lost" : "about to end unrenewed", a->cmd[0]);
             kill(pid, SIGKILL);
             killed = true;
         } else if (left <= (int64_t)(margin + grace) && !termed) {
@@ -1079,9 +1089,8 @@ int main(int argc, char **argv)
         return EXIT_OK;
     }
     if (strcmp(a.command, "acquire") == 0 ||
-        strcmp(a.command, "release") == 0 ||
-        strcmp(a.command, "renew") == 0 || strcmp(a.command, "status") == 0 ||
-        strcmp(a.command, "watch") == 0) {
+        strcmp(a.command, "release") == 0 || strcmp(a.command, "renew") == 0 ||
+        strcmp(a.command, "status") == 0 || strcmp(a.command, "watch") == 0) {
         needPositional(&a, 1, "RESOURCE");
     } else if (strcmp(a.command, "exec") == 0) {
         needPositional(&a, 1, "RESOURCE");

@@ -90,29 +90,29 @@ TN_API const char *tn_version_string(void);
 /* X(NAME, value, description). Codes 0..99 are the wire Status values of
  * proto/tenure.proto (the RPC, the library and the HTTP shim share them);
  * codes from 100 up are produced by the library only. */
-#define TN_ERRNO_MAP(X)                                                      \
-    X(OK, 0, "success")                                                      \
-    X(HELD, 1, "lock held by someone else (or the wait ran out)")            \
-    X(LOCK_DELAY, 2, "lock is in its lock-delay after an expiry")            \
-    X(TOKEN_MISMATCH, 3, "token is stale: a newer holder has the lock")      \
-    X(LEASE_EXPIRED, 4, "lease expired before this request")                 \
-    X(SESSION_EXPIRED, 5, "session expired, closed or unknown")              \
-    X(NOT_LEADER, 6, "node is not the leader")                               \
-    X(NO_QUORUM, 7, "no leader or no quorum")                                \
-    X(COMMIT_UNKNOWN, 8, "outcome of the request unknown")                   \
-    X(INVALID_ARGUMENT, 9, "invalid argument")                               \
-    X(RATE_LIMITED, 10, "rate limited")                                      \
-    X(TIMEOUT, 11, "deadline exceeded")                                      \
-    X(CANCELED, 12, "canceled")                                              \
-    X(NO_SPACE, 13, "cluster refuses writes: disk space low")                \
-    X(NOT_FOUND, 14, "not found")                                            \
-    X(INTERNAL, 15, "internal error")                                        \
-    X(REFUSED, 16, "refused now (membership change or quorum at risk)")      \
-    X(NOMEM, 100, "out of memory")                                           \
-    X(UNAVAILABLE, 101, "no endpoint reachable")                             \
-    X(PROTOCOL, 102, "malformed or unexpected reply")                        \
-    X(USAGE, 103, "invalid use of the API")                                  \
-    X(CLOSED, 104, "handle is closed")                                       \
+#define TN_ERRNO_MAP(X)                                                 \
+    X(OK, 0, "success")                                                 \
+    X(HELD, 1, "lock held by someone else (or the wait ran out)")       \
+    X(LOCK_DELAY, 2, "lock is in its lock-delay after an expiry")       \
+    X(TOKEN_MISMATCH, 3, "token is stale: a newer holder has the lock") \
+    X(LEASE_EXPIRED, 4, "lease expired before this request")            \
+    X(SESSION_EXPIRED, 5, "session expired, closed or unknown")         \
+    X(NOT_LEADER, 6, "node is not the leader")                          \
+    X(NO_QUORUM, 7, "no leader or no quorum")                           \
+    X(COMMIT_UNKNOWN, 8, "outcome of the request unknown")              \
+    X(INVALID_ARGUMENT, 9, "invalid argument")                          \
+    X(RATE_LIMITED, 10, "rate limited")                                 \
+    X(TIMEOUT, 11, "deadline exceeded")                                 \
+    X(CANCELED, 12, "canceled")                                         \
+    X(NO_SPACE, 13, "cluster refuses writes: disk space low")           \
+    X(NOT_FOUND, 14, "not found")                                       \
+    X(INTERNAL, 15, "internal error")                                   \
+    X(REFUSED, 16, "refused now (membership change or quorum at risk)") \
+    X(NOMEM, 100, "out of memory")                                      \
+    X(UNAVAILABLE, 101, "no endpoint reachable")                        \
+    X(PROTOCOL, 102, "malformed or unexpected reply")                   \
+    X(USAGE, 103, "invalid use of the API")                             \
+    X(CLOSED, 104, "handle is closed")                                  \
     X(SYSTEM, 105, "system error")
 
 enum {
@@ -464,9 +464,9 @@ TN_API int tn_renew(tn_client *c,
 /* ---------------------------------------------------------- inspection */
 
 enum tn_lock_state {
-    TN_STATE_FREE = 0,       /* no holders, no lock-delay */
-    TN_STATE_HELD = 1,       /* at least one holder */
-    TN_STATE_LOCK_DELAY = 2  /* no holders, lock-delay running */
+    TN_STATE_FREE = 0,      /* no holders, no lock-delay */
+    TN_STATE_HELD = 1,      /* at least one holder */
+    TN_STATE_LOCK_DELAY = 2 /* no holders, lock-delay running */
 };
 
 /* A lock as the cluster reports it. Filled in by tn_lock_status() and
@@ -492,7 +492,7 @@ TN_API void tn_lock_info_clear(struct tn_lock_info *info);
 struct tn_read_opts
 {
     bool stale; /* answer from any node's state, without a leader check */
-    uint32_t timeout_ms; /* 0: the client's timeout_ms */
+    uint32_t timeout_ms;  /* 0: the client's timeout_ms */
     uint64_t reserved[4]; /* must be zero */
 };
 
@@ -539,12 +539,12 @@ struct tn_member_info
 /* The cluster as one node sees it. Free with tn_cluster_info_clear(). */
 struct tn_cluster_info
 {
-    uint64_t node_id;       /* the node that answered */
-    char *endpoint;         /* owned: the endpoint that answered */
-    char *state;            /* owned: leader / follower / candidate / ... */
-    uint64_t leader_id;     /* 0: no leader known */
-    char *leader_rpc;       /* owned, "" if unknown */
-    char *leader_http;      /* owned, "" if unknown */
+    uint64_t node_id;   /* the node that answered */
+    char *endpoint;     /* owned: the endpoint that answered */
+    char *state;        /* owned: leader / follower / candidate / ... */
+    uint64_t leader_id; /* 0: no leader known */
+    char *leader_rpc;   /* owned, "" if unknown */
+    char *leader_http;  /* owned, "" if unknown */
     uint64_t term;
     uint64_t commit_index;
     uint64_t applied_index;
