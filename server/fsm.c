@@ -997,6 +997,7 @@ static void fsmResultHolder(const struct holder *h, struct fsm_result *r)
     r->token = h->token;
     r->generation = h->lock->generation;
     r->mode = h->lock->mode;
+    r->acquired_at_ms = h->acquired_at; /* hold-time metrics on release */
 }
 
 /* -------------------------------------------------------------- waiters */

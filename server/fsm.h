@@ -67,7 +67,8 @@ struct fsm_result
     uint64_t holder_session;
     const char *holder;      /* holder name, NUL-terminated, or NULL */
     uint64_t holder_token;
-    uint64_t acquired_at_ms; /* cluster time of the holder's grant */
+    uint64_t acquired_at_ms; /* cluster time of the holder's grant (also set
+                                on OK renew/release: the caller's grant) */
     uint32_t holder_ttl_ms;
     uint32_t queue_len;
     uint64_t lock_delay_until_ms;
