@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -958,7 +959,6 @@ static int cmdExec(const struct args *a, tn_client *c)
     tn_session *s;
     tn_lock *l;
     pid_t pid;
-    char buf[32];
     int rc;
 
     if (a->cmd == NULL) {
@@ -989,31 +989,67 @@ static int cmdExec(const struct args *a, tn_client *c)
         return code;
     }
     installSignals();
-    signal(SIGPIPE, SIG_DFL);
-    pid = fork();
-    if (pid < 0) {
-        fprintf(stderr, "%s: fork: %s\n", progname, strerror(errno));
-        tn_lock_release(l);
-        tn_lock_free(l);
-        tn_session_close(s);
-        return EXIT_ERROR;
-    }
-    if (pid == 0) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        sigaction(SIGINT, &dfl, NULL);
-        sigaction(SIGTERM, &dfl, NULL);
-        sigaction(SIGHUP, &dfl, NULL);
-        snprintf(buf, sizeof buf, "%" PRIu64, tn_lock_token(l));
-        setenv("TENURE_TOKEN", buf, 1);
-        setenv("TENURE_RESOURCE", resource, 1);
-        snprintf(buf, sizeof buf, "%" PRIu64, tn_session_id(s));
-        setenv("TENURE_SESSION", buf, 1);
-        execvp(a->cmd[0], a->cmd);
-        fprintf(stderr, "%s: exec %s: %s\n", progname, a->cmd[0],
-                strerror(errno));
-        _exit(127);
+    /* posix_spawnp, not fork + exec: the library's threads may hold locks
+     * (malloc's among them) at the moment of a fork. */
+    {
+        posix_spawnattr_t attr;
+        sigset_t sigs;
+        extern char **environ;
+        size_t n_env = 0;
+        char **envp;
+        char token_var[64];
+        char session_var[64];
+        char *resource_var;
+
+        while (environ[n_env] != NULL) {
+            n_env++;
+        }
+        envp = calloc(n_env + 4, sizeof *envp);
+        resource_var = malloc(strlen(resource) + sizeof "TENURE_RESOURCE=");
+        if (envp == NULL || resource_var == NULL) {
+            die(EXIT_ERROR, "out of memory");
+        }
+        snprintf(token_var, sizeof token_var, "TENURE_TOKEN=%" PRIu64,
+                 tn_lock_token(l));
+        snprintf(session_var, sizeof session_var, "TENURE_SESSION=%" PRIu64,
+                 tn_session_id(s));
+        sprintf(resource_var, "TENURE_RESOURCE=%s", resource);
+        n_env = 0;
+        for (size_t i = 0; environ[i] != NULL; i++) {
+            if (strncmp(environ[i], "TENURE_TOKEN=", 13) != 0 &&
+                strncmp(environ[i], "TENURE_SESSION=", 15) != 0 &&
+                strncmp(environ[i], "TENURE_RESOURCE=", 16) != 0) {
+                envp[n_env++] = environ[i];
+            }
+        }
+        envp[n_env++] = token_var;
+        envp[n_env++] = session_var;
+        envp[n_env++] = resource_var;
+        envp[n_env] = NULL;
+
+        posix_spawnattr_init(&attr);
+        sigemptyset(&sigs);
+        sigaddset(&sigs, SIGINT);
+        sigaddset(&sigs, SIGTERM);
+        sigaddset(&sigs, SIGHUP);
+        sigaddset(&sigs, SIGPIPE);
+        posix_spawnattr_setsigdefault(&attr, &sigs);
+        sigemptyset(&sigs);
+        posix_spawnattr_setsigmask(&attr, &sigs);
+        posix_spawnattr_setflags(
+            &attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+        rc = posix_spawnp(&pid, a->cmd[0], NULL, &attr, a->cmd, envp);
+        posix_spawnattr_destroy(&attr);
+        free(envp);
+        free(resource_var);
+        if (rc != 0) {
+            fprintf(stderr, "%s: exec %s: %s\n", progname, a->cmd[0],
+                    strerror(rc));
+            tn_lock_release(l);
+            tn_lock_free(l);
+            tn_session_close(s);
+            return 127;
+        }
     }
     for (;;) {
         pid_t w = waitpid(pid, &status, WNOHANG);
