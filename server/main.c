@@ -18,6 +18,7 @@ static const char usage[] =
     "usage: tenured [--config FILE] --id N --data DIR --raft HOST:PORT\n"
     "               --rpc HOST:PORT --http HOST:PORT\n"
     "               [--initial-cluster ID=HOST:PORT,... | --join]\n"
+    "               [--recover --initial-cluster ID=HOST:PORT,...]\n"
     "               [--log-level debug|info|warn|error] [--log-file FILE]\n"
     "               [--election-timeout MS] [--heartbeat MS]\n"
     "               [--min-ttl MS] [--max-ttl MS] [--max-lock-delay MS]\n"
@@ -32,6 +33,9 @@ static const char usage[] =
     "                     cluster of one.\n"
     "  --join             start empty and wait to be added with\n"
     "                     `tenurectl cluster add ID RAFT_ADDRESS`.\n"
+    "  --recover          lost-majority recovery on this STOPPED node's data:\n"
+    "                     make --initial-cluster the new set of voters, then\n"
+    "                     exit (see docs/operations.md).\n"
     "  --min-free-disk    below this many free bytes in the data dir the\n"
     "                     cluster refuses new writes (default 64 MiB).\n";
 
@@ -40,6 +44,7 @@ struct settings
     struct node_config cfg;
     char *initial;        /* owned copy of --initial-cluster */
     bool join;
+    bool recover;
     const char *log_file;
     char *strings[32];    /* owned copies of string values */
     unsigned n_strings;
@@ -98,7 +103,8 @@ static int applyOption(struct settings *st, const char *where,
     uint64_t v;
     int rv;
 
-    if (value == NULL && strcmp(key, "join") != 0) {
+    if (value == NULL && strcmp(key, "join") != 0 &&
+        strcmp(key, "recover") != 0) {
         fprintf(stderr, "tenured: %s%s: a value is required\n", where, key);
         return -1;
     }
@@ -126,6 +132,8 @@ static int applyOption(struct settings *st, const char *where,
                     where, key, value);
             return -1;
         }
+    } else if (strcmp(key, "recover") == 0) {
+        st->recover = true;
     } else if (strcmp(key, "log-level") == 0) {
         rv = tnLogParseLevel(value);
         if (rv < 0) {
@@ -328,6 +336,12 @@ static int validate(struct settings *st)
                 c->heartbeat_ms, c->election_timeout_ms);
         return -1;
     }
+    if (st->recover && st->initial == NULL) {
+        fprintf(stderr,
+                "tenured: recover needs initial-cluster: the new set of "
+                "voters\n");
+        return -1;
+    }
     if (st->join && st->initial != NULL) {
         fprintf(stderr,
                 "tenured: join and initial-cluster exclude each other\n");
@@ -412,6 +426,7 @@ int main(int argc, char **argv)
         { "http", required_argument, NULL, 0 },
         { "initial-cluster", required_argument, NULL, 0 },
         { "join", no_argument, NULL, 0 },
+        { "recover", no_argument, NULL, 0 },
         { "log-level", required_argument, NULL, 0 },
         { "log-file", required_argument, NULL, 0 },
         { "election-timeout", required_argument, NULL, 0 },
@@ -477,6 +492,19 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_init(&app.loop);
+    if (st.recover) {
+        rv = nodeRecover(&app.loop, &st.cfg, errmsg, sizeof errmsg);
+        if (rv != 0) {
+            fprintf(stderr, "tenured: recover: %s\n", errmsg);
+            return 1;
+        }
+        fprintf(stderr,
+                "tenured: recovered: %s now holds a configuration of %u "
+                "voter(s); copy it to the other survivors and start them\n",
+                st.cfg.data_dir, st.cfg.n_initial);
+        uv_loop_close(&app.loop);
+        return 0;
+    }
     rv = nodeStart(&app.node, &app.loop, &st.cfg, errmsg, sizeof errmsg);
     if (rv != 0) {
         tnErrorf("\"cannot start\" error=\"%s\"", errmsg);

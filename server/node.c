@@ -162,6 +162,22 @@ static void diskTimerCb(uv_timer_t *t)
     dispatchSetDiskLow(n->dispatch, low, free_bytes);
 }
 
+int nodeRecover(uv_loop_t *loop,
+                const struct node_config *config,
+                char *errmsg,
+                size_t errmsg_len)
+{
+    struct adapter_config ac;
+    memset(&ac, 0, sizeof ac);
+    ac.id = config->id;
+    ac.raft_address = config->raft_address;
+    ac.dir = config->data_dir;
+    ac.n_initial = config->n_initial;
+    ac.initial_ids = config->initial_ids;
+    ac.initial_addresses = config->initial_addresses;
+    return adapterRecover(loop, &ac, errmsg, errmsg_len);
+}
+
 int nodeStart(struct node **out,
               uv_loop_t *loop,
               const struct node_config *config,

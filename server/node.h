@@ -34,6 +34,13 @@ void nodeConfigDefaults(struct node_config *c);
 
 struct node;
 
+/* Lost-majority recovery on a stopped node's data dir: writes a new
+ * configuration made of config->initial_* (see adapterRecover). */
+int nodeRecover(uv_loop_t *loop,
+                const struct node_config *config,
+                char *errmsg,
+                size_t errmsg_len);
+
 /* Create the node on @loop and start everything. Returns 0, or non-zero
  * with a message in @errmsg. */
 int nodeStart(struct node **out,

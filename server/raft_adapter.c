@@ -851,3 +851,76 @@ int adapterRemoveMember(struct adapter *a,
     }
     return 0;
 }
+
+/* -------------------------------------------------------------- recovery */
+
+static void recoverCloseCb(struct raft *r)
+{
+    bool *closed = r->data;
+    *closed = true;
+}
+
+int adapterRecover(uv_loop_t *loop,
+                   const struct adapter_config *config,
+                   char *errmsg,
+                   size_t errmsg_len)
+{
+    struct raft_uv_transport transport;
+    struct raft_io io;
+    struct raft_fsm rfsm;
+    struct raft raft;
+    struct raft_configuration conf;
+    bool closed = false;
+    int rv;
+
+    memset(&transport, 0, sizeof transport);
+    memset(&io, 0, sizeof io);
+    memset(&rfsm, 0, sizeof rfsm);
+    transport.version = 1;
+    rv = raft_uv_tcp_init(&transport, loop);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_uv_tcp_init(): %s",
+                 raft_strerror(rv));
+        return rv;
+    }
+    rv = raft_uv_init(&io, loop, config->dir, &transport);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_uv_init(%s): %s", config->dir,
+                 io.errmsg[0] ? io.errmsg : raft_strerror(rv));
+        raft_uv_tcp_close(&transport);
+        return rv;
+    }
+    raft_uv_set_auto_recovery(&io, false);
+    rfsm.version = 1;
+    rv = raft_init(&raft, &io, &rfsm, config->id, config->raft_address);
+    if (rv != 0) {
+        snprintf(errmsg, errmsg_len, "raft_init(): %s", raft_errmsg(&raft));
+        raft_uv_close(&io);
+        raft_uv_tcp_close(&transport);
+        return rv;
+    }
+    raft_configuration_init(&conf);
+    for (unsigned i = 0; i < config->n_initial && rv == 0; i++) {
+        rv = raft_configuration_add(&conf, config->initial_ids[i],
+                                    config->initial_addresses[i], RAFT_VOTER);
+    }
+    if (rv == 0) {
+        rv = raft_recover(&raft, &conf);
+        if (rv != 0) {
+            snprintf(errmsg, errmsg_len, "raft_recover(): %s",
+                     raft_errmsg(&raft));
+        }
+    } else {
+        snprintf(errmsg, errmsg_len, "configuration: %s", raft_strerror(rv));
+    }
+    raft_configuration_close(&conf);
+    raft.data = &closed;
+    raft_close(&raft, recoverCloseCb);
+    while (!closed) {
+        uv_run(loop, UV_RUN_ONCE);
+    }
+    raft_uv_close(&io);
+    raft_uv_tcp_close(&transport);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return rv;
+}

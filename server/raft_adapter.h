@@ -146,6 +146,16 @@ int adapterRemoveMember(struct adapter *a,
                         char *errmsg,
                         size_t errmsg_len);
 
+/* Lost-majority recovery (the node must be stopped): force the voters of
+ * @config->initial_* as the new configuration into the log in
+ * @config->dir. Run it on ONE surviving node (the one with the highest
+ * term and longest log), copy its data dir to the other survivors, start
+ * them all. Returns 0 or a raft error with @errmsg set. */
+int adapterRecover(uv_loop_t *loop,
+                   const struct adapter_config *config,
+                   char *errmsg,
+                   size_t errmsg_len);
+
 /* The raft_fsm glue: decodes each entry and applies it to the FSM. The
  * daemon uses it through adapterStart; raft_fixture tests use it directly
  * (set @w->raft to the fixture server's raft after it exists). */
