@@ -117,6 +117,7 @@ struct env
     struct note notes[MAX_NOTES];
     int n_notes;
     int crashes;
+    int external;
     int64_t t_start;
     struct rng rng;
 };

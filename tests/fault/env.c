@@ -584,24 +584,27 @@ void nodeStacks(struct env *e, int i, char *summary, size_t len)
         close(fd);
     }
     fprintf(stderr, "----- stacks of node %d (pid %s) -----\n", n->id, pid);
-    /* Only the frames: lines starting with '#' or "Thread". */
+    /* Print the frames; summarise the thread that runs main(). */
+    char cur[400] = "";
     size_t off = 0;
     char *save = NULL;
     for (char *line = strtok_r(out, "\n", &save); line != NULL;
          line = strtok_r(NULL, "\n", &save)) {
-        if (line[0] == '#' || strncmp(line, "Thread", 6) == 0) {
+        if (strncmp(line, "Thread", 6) == 0) {
             fprintf(stderr, "%s\n", line);
-            if (line[0] == '#') {
-                char *in = strstr(line, " in ");
-                const char *fn = in != NULL ? in + 4 : line + 4;
-                char name[64];
-                if (sscanf(fn, "%63[^ (]", name) == 1 && off + 70 < len) {
-                    off += (size_t)snprintf(summary + off, len - off, "%s%s",
-                                            off ? " < " : "", name);
-                }
-            } else if (off + 4 < len) {
-                off += (size_t)snprintf(summary + off, len - off, "%s",
-                                        off ? " | " : "");
+            off = 0;
+            cur[0] = '\0';
+        } else if (line[0] == '#') {
+            fprintf(stderr, "%s\n", line);
+            char *in = strstr(line, " in ");
+            const char *fn = in != NULL ? in + 4 : line + 4;
+            char name[64];
+            if (sscanf(fn, "%63[^ (]", name) == 1 && off + 70 < sizeof cur) {
+                off += (size_t)snprintf(cur + off, sizeof cur - off, "%s%s",
+                                        off ? " < " : "", name);
+            }
+            if (strcmp(name, "main") == 0) {
+                strf(summary, len, "%s", cur);
             }
         }
     }
@@ -702,12 +705,26 @@ int superviseNodes(struct env *e)
             continue;
         }
         n->pid = 0;
-        crashed++;
-        e->crashes++;
         char what[96];
         char line[300];
         describeStatus(what, sizeof what, status);
         lastErrorLine(n->log_path, line, sizeof line);
+        char *tail = readTail(n->log_path, 4096);
+        bool termed = tail != NULL && strstr(tail, "msg=\"stopping\"") != NULL;
+        free(tail);
+        if ((WIFEXITED(status) && WEXITSTATUS(status) == 0 && termed) ||
+            (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)) {
+            /* Not a crash: something else on this machine stopped it
+             * (another test's cleanup, the OOM killer). */
+            e->external++;
+            addNote(e, false,
+                    "node %d was stopped from outside the harness (%s) at "
+                    "%.1fs; restarted",
+                    n->id, what, (double)(nowUs() - e->t_start) / 1e6);
+            continue;
+        }
+        crashed++;
+        e->crashes++;
         addNote(e, true, "node %d exited on its own (%s) at %.1fs; log: %s",
                 n->id, what, (double)(nowUs() - e->t_start) / 1e6,
                 line[0] ? line : "(no error line)");

@@ -563,11 +563,11 @@ int main(int argc, char **argv)
     printf("fault summary: profile=%s nodes=%d seed=%llu faults=%d "
            "operations=%ld grants=%ld writes_accepted=%ld "
            "writes_rejected=%ld violations=%ld worst_recovery_ms=%lld "
-           "crashes=%d findings=%d result=%s\n",
+           "crashes=%d external_stops=%d findings=%d result=%s\n",
            e->profile, e->n_nodes, (unsigned long long)e->seed,
            e->n_fault_recs, res.ops, res.grants, res.writes_accepted,
            res.writes_rejected, res.violations, (long long)worst, e->crashes,
-           failures, pass ? "PASS" : "FAIL");
+           e->external, failures, pass ? "PASS" : "FAIL");
     fflush(stdout);
     if (!pass) {
         fprintf(stderr,

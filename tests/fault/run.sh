@@ -54,7 +54,6 @@ fi
 cleanup() {
     "$HARNESS" --sweep 2>/dev/null || true
 }
-trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
 if [ -z "$SEED" ]; then
@@ -64,12 +63,16 @@ echo "fault: seed $SEED (reproduce: tests/fault/run.sh --seed $SEED$([ $LONG = 1
 
 status=0
 summaries=
+SUMMARY=$(mktemp)
+trap 'rm -f "$SUMMARY"; cleanup' EXIT
 run() {
-    out=$("$HARNESS" --seed "$SEED" --bin "$BIN" "$@" | tee /dev/stderr | grep '^fault summary:' || true)
-    rc=$?
+    rc=0
+    "$HARNESS" --seed "$SEED" --bin "$BIN" "$@" >"$SUMMARY" || rc=$?
+    cat "$SUMMARY"
+    out=$(grep '^fault summary:' "$SUMMARY" || echo "fault summary: $* exit=$rc (no summary)")
     summaries="$summaries
 $out"
-    if ! echo "$out" | grep -q 'result=PASS'; then
+    if [ "$rc" != 0 ] || ! echo "$out" | grep -q 'result=PASS'; then
         status=1
     fi
 }
