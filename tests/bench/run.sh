@@ -103,9 +103,11 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/tnbench.XXXXXX")
 CLUSTER="$ROOT/deploy/local-cluster.sh"
 
 cleanup() {
+    rc=$?
     sh "$CLUSTER" stop --dir "$DIR" >/dev/null 2>&1 || true
-    if [ "${TNBENCH_KEEP:-0}" = 1 ]; then
-        echo "cluster directory kept: $DIR" >&2
+    if [ "${TNBENCH_KEEP:-0}" = 1 ] || [ "$rc" -ne 0 ]; then
+        # Keep the logs of a failed run.
+        echo "cluster directory kept: $DIR (logs: $DIR/node*/tenured.log)" >&2
     else
         rm -rf "$DIR"
     fi

@@ -363,6 +363,7 @@ static void report(void)
                       : 0;
     uint64_t errs = 0;
     uint64_t retries = 0;
+    int gone = 0;
     struct safety sf;
     double self_cpu;
 
@@ -454,9 +455,10 @@ static void report(void)
         char name[32];
         snprintf(name, sizeof name, "node%u%s", n->id,
                  n->id == B->leader_id ? " (leader)" : "");
-        if (!n->b.ok) {
+        if (!n->b.ok || !procIsTenured(n->pid)) {
             printf("%-16s %8s %10s %10s  (pid %d gone)\n", name, "-", "-", "-",
                    (int)n->pid);
+            gone++;
             continue;
         }
         {
@@ -494,6 +496,11 @@ static void report(void)
     fflush(stdout);
     if (sf.overlaps + sf.token_order + sf.duplicate_token != 0) {
         exit(1);
+    }
+    if (gone != 0 && B->wl != WL_FAILOVER) {
+        fprintf(stderr, "tnbench: %d tenured process(es) exited during the "
+                        "run\n", gone);
+        exit(3);
     }
 }
 
