@@ -1,4 +1,5 @@
-/* The client object: I/O thread, blocking calls, callback thread. */
+/* The client object: its loop (own I/O thread, or the caller's loop),
+ * blocking and asynchronous calls, callback delivery. */
 #include "client.h"
 
 #include <signal.h>
@@ -75,10 +76,16 @@ void clientFree(tn_client *c)
 
 /* --------------------------------------------------------- the loop */
 
+static void eventTimerClosedCb(uv_handle_t *h);
+
 static void engineClosedCb(struct engine *e)
 {
     tn_client *c = e->data;
-    uv_close((uv_handle_t *)&c->async, NULL);
+    if (c->external) {
+        uv_close((uv_handle_t *)&c->event_timer, eventTimerClosedCb);
+    } else {
+        uv_close((uv_handle_t *)&c->async, NULL);
+    }
 }
 
 static void loopShutdown(tn_client *c)
@@ -120,7 +127,7 @@ static void asyncCb(uv_async_t *a)
 static void *loopMain(void *arg)
 {
     tn_client *c = arg;
-    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_run(c->loop, UV_RUN_DEFAULT);
     return NULL;
 }
 
@@ -132,6 +139,12 @@ int clientPostTask(tn_client *c, struct task *t)
     if (c->closing) {
         pthread_mutex_unlock(&c->mu);
         return TN_CLOSED;
+    }
+    if (c->external) {
+        /* We are on the loop's thread already. */
+        pthread_mutex_unlock(&c->mu);
+        t->run(t, c);
+        return TN_OK;
     }
     listPush(&c->tasks, &t->link);
     /* Under mu: the loop closes the async handle only after closing is set
@@ -148,6 +161,15 @@ static void callOpCb(struct engine_op *op, int rc, const Tn__Response *r)
 
     if (call->on_reply != NULL) {
         rc = call->on_reply(call, rc, r);
+    }
+    if (call->finish != NULL) {
+        if (rc != TN_OK) {
+            clientErrmsg(
+                c, "%s: %s", call->what,
+                call->op.errmsg[0] ? call->op.errmsg : tn_strerror(rc));
+        }
+        call->finish(call, rc); /* may free @call */
+        return;
     }
     pthread_mutex_lock(&c->mu);
     call->rc = rc;
@@ -166,6 +188,42 @@ static void callRun(struct task *t, tn_client *c)
     engineSubmit(&c->engine, &call->op);
 }
 
+int clientCheckBlocking(tn_client *c, const char *what)
+{
+    if (c->external) {
+        clientErrmsg(c,
+                     "%s: a client on a libuv loop has only the tn_uv_* "
+                     "calls",
+                     what);
+        return TN_USAGE;
+    }
+    return TN_OK;
+}
+
+int clientStart(tn_client *c,
+                struct call *call,
+                bool mutating,
+                uint32_t timeout_ms,
+                const char *what)
+{
+    int rc;
+
+    call->c = c;
+    call->what = what;
+    call->task.run = callRun;
+    call->op.data = call;
+    call->op.request = &call->req;
+    call->op.mutating = mutating;
+    call->op.cb = callOpCb;
+    call->op.deadline_ns = leaseNow() + (uint64_t)timeout_ms * 1000000u;
+    call->op.errmsg[0] = '\0';
+    rc = clientPostTask(c, &call->task);
+    if (rc != TN_OK) {
+        clientErrmsg(c, "%s: client is closed", what);
+    }
+    return rc;
+}
+
 int clientCall(tn_client *c,
                struct call *call,
                bool mutating,
@@ -175,7 +233,12 @@ int clientCall(tn_client *c,
     bool free_client;
     int rc;
 
+    rc = clientCheckBlocking(c, what);
+    if (rc != TN_OK) {
+        return rc;
+    }
     call->c = c;
+    call->finish = NULL;
     call->task.run = callRun;
     call->op.data = call;
     call->op.request = &call->req;
@@ -288,12 +351,51 @@ static void *notifierMain(void *arg)
     return NULL;
 }
 
+/* External clients: deliver the queued callbacks on the loop. */
+static void eventTimerCb(uv_timer_t *t)
+{
+    tn_client *c = t->data;
+    struct list *l;
+
+    pthread_mutex_lock(&c->mu);
+    while ((l = listShift(&c->events)) != NULL) {
+        struct event *ev = LIST_ENTRY(l, struct event, link);
+        tn_session *s = ev->s;
+        if (!c->notifier_stop && !s->detached) {
+            c->cb_running = s;
+            pthread_mutex_unlock(&c->mu);
+            deliver(s, ev->kind, ev->rc);
+            pthread_mutex_lock(&c->mu);
+            c->cb_running = NULL;
+        }
+        free(ev);
+        if (sessionUnrefLocked(s)) {
+            /* Cannot happen: the user's reference is held until the
+             * event timer is closed. */
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
 void clientPostEventLocked(tn_client *c, tn_session *s, int kind, int rc)
 {
     struct event *ev;
 
     if (kind == LEASE_EVENT_NONE || !s->has_callbacks || s->detached ||
         c->notifier_stop) {
+        return;
+    }
+    if (c->external) {
+        ev = malloc(sizeof *ev);
+        if (ev == NULL) {
+            return;
+        }
+        ev->s = s;
+        ev->kind = kind;
+        ev->rc = rc;
+        s->refs++;
+        listPush(&c->events, &ev->link);
+        uv_timer_start(&c->event_timer, eventTimerCb, 0, 0);
         return;
     }
     if (!c->notifier_running) {
@@ -345,10 +447,11 @@ static uint32_t optOr(uint32_t v, uint32_t def)
     return v != 0 ? v : def;
 }
 
-int tn_client_open2(const char *endpoints,
-                    const struct tn_client_opts *opts,
-                    tn_client **out,
-                    char *errmsg)
+int clientCreate(const char *endpoints,
+                 const struct tn_client_opts *opts,
+                 uv_loop_t *loop,
+                 tn_client **out,
+                 char *errmsg)
 {
     struct tn_client_opts o;
     struct engine_config ec;
@@ -415,20 +518,38 @@ int tn_client_open2(const char *endpoints,
         rv = TN_SYSTEM;
         goto err_after_cond1;
     }
-    rv = uv_loop_init(&c->loop);
+    if (loop != NULL) {
+        /* On the caller's loop: no thread; callbacks from a timer. */
+        c->external = true;
+        c->loop = loop;
+        uv_timer_init(loop, &c->event_timer);
+        c->event_timer.data = c;
+        rv = engineInit(&c->engine, loop, &ec, eps, n, c->client_id);
+        if (rv != TN_OK) {
+            /* Cannot happen (n > 0, id != 0); the timer needs the loop to
+             * close, so leak nothing but the handle's memory: keep c. */
+            snprintf(msg, sizeof msg, "engine: %s", tn_strerror(rv));
+            goto err_after_cond2;
+        }
+        c->engine.data = c;
+        *out = c;
+        return TN_OK;
+    }
+    c->loop = &c->own_loop;
+    rv = uv_loop_init(c->loop);
     if (rv != 0) {
         snprintf(msg, sizeof msg, "uv_loop_init(): %s", uv_strerror(rv));
         rv = TN_SYSTEM;
         goto err_after_cond2;
     }
-    rv = uv_async_init(&c->loop, &c->async, asyncCb);
+    rv = uv_async_init(c->loop, &c->async, asyncCb);
     if (rv != 0) {
         snprintf(msg, sizeof msg, "uv_async_init(): %s", uv_strerror(rv));
         rv = TN_SYSTEM;
         goto err_after_loop;
     }
     c->async.data = c;
-    rv = engineInit(&c->engine, &c->loop, &ec, eps, n, c->client_id);
+    rv = engineInit(&c->engine, c->loop, &ec, eps, n, c->client_id);
     if (rv != TN_OK) {
         snprintf(msg, sizeof msg, "engine: %s", tn_strerror(rv));
         goto err_after_async;
@@ -451,8 +572,8 @@ int tn_client_open2(const char *endpoints,
 err_after_engine:
     /* The engine's handles are closed by running the loop here. */
     engineClose(&c->engine, engineClosedCb);
-    uv_run(&c->loop, UV_RUN_DEFAULT);
-    uv_loop_close(&c->loop);
+    uv_run(c->loop, UV_RUN_DEFAULT);
+    uv_loop_close(c->loop);
     pthread_cond_destroy(&c->cb_done_cond);
     pthread_cond_destroy(&c->notify_cond);
     pthread_mutex_destroy(&c->mu);
@@ -460,9 +581,9 @@ err_after_engine:
     goto err;
 err_after_async:
     uv_close((uv_handle_t *)&c->async, NULL);
-    uv_run(&c->loop, UV_RUN_DEFAULT);
+    uv_run(c->loop, UV_RUN_DEFAULT);
 err_after_loop:
-    uv_loop_close(&c->loop);
+    uv_loop_close(c->loop);
 err_after_cond2:
     pthread_cond_destroy(&c->cb_done_cond);
 err_after_cond1:
@@ -470,7 +591,9 @@ err_after_cond1:
 err_after_mutex:
     pthread_mutex_destroy(&c->mu);
 err_after_alloc:
-    free(c);
+    if (!c->external) {
+        free(c);
+    }
 err_after_parse:
     free(eps);
 err:
@@ -480,11 +603,63 @@ err:
     return rv;
 }
 
+int tn_client_open2(const char *endpoints,
+                    const struct tn_client_opts *opts,
+                    tn_client **out,
+                    char *errmsg)
+{
+    return clientCreate(endpoints, opts, NULL, out, errmsg);
+}
+
 int tn_client_open(const char *endpoints,
                    const struct tn_client_opts *opts,
                    tn_client **out)
 {
-    return tn_client_open2(endpoints, opts, out, NULL);
+    return clientCreate(endpoints, opts, NULL, out, NULL);
+}
+
+/* External client: the last handle closed. */
+static void eventTimerClosedCb(uv_handle_t *h)
+{
+    tn_client *c = h->data;
+    void (*cb)(void *data) = c->close_cb;
+    void *data = c->close_data;
+    struct list *l;
+    bool free_client;
+
+    pthread_mutex_lock(&c->mu);
+    while ((l = listShift(&c->events)) != NULL) {
+        struct event *ev = LIST_ENTRY(l, struct event, link);
+        sessionUnrefLocked(ev->s); /* the user's reference keeps c */
+        free(ev);
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (cb != NULL) {
+        cb(data);
+    }
+    pthread_mutex_lock(&c->mu);
+    free_client = clientUnrefLocked(c);
+    pthread_mutex_unlock(&c->mu);
+    if (free_client) {
+        clientFree(c);
+    }
+}
+
+void clientCloseExternal(tn_client *c, void (*cb)(void *data), void *data)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->closing) {
+        pthread_mutex_unlock(&c->mu);
+        return;
+    }
+    c->closing = true;
+    c->notifier_stop = true;
+    c->close_cb = cb;
+    c->close_data = data;
+    pthread_mutex_unlock(&c->mu);
+    uv_timer_stop(&c->event_timer);
+    loopShutdown(c); /* calls complete with TN_CANCELED, then the handles
+                        close and eventTimerClosedCb runs */
 }
 
 void tn_client_close(tn_client *c)
@@ -495,13 +670,17 @@ void tn_client_close(tn_client *c)
     if (c == NULL) {
         return;
     }
+    if (c->external) {
+        clientCloseExternal(c, NULL, NULL);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->closing = true;
     c->shutdown = true;
     pthread_mutex_unlock(&c->mu);
     uv_async_send(&c->async);
     pthread_join(c->thread, NULL);
-    uv_loop_close(&c->loop);
+    uv_loop_close(c->loop);
 
     pthread_mutex_lock(&c->mu);
     c->notifier_stop = true;

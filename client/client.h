@@ -58,6 +58,10 @@ struct call
     tn_client *c;
     call_reply_fn on_reply;            /* may be NULL */
     void (*before)(struct call *call); /* loop thread, before submitting */
+    /* Asynchronous calls (clientStart): runs on the loop thread with the
+     * final code instead of waking a waiting thread. */
+    void (*finish)(struct call *call, int rc);
+    const char *what; /* for the error message */
     void *ctx;
     pthread_cond_t cond;
     bool done; /* mu */
@@ -83,8 +87,13 @@ struct tn_client
     uint64_t client_id;
     char errmsg[TN_ERRMSG_BUF_SIZE]; /* mu */
 
-    uv_loop_t loop;
-    uv_async_t async;
+    uv_loop_t *loop; /* own_loop, or the caller's (external) */
+    uv_loop_t own_loop;
+    bool external;                /* on the caller's loop (tenure/uv.h) */
+    uv_async_t async;             /* !external: wakes the I/O thread */
+    uv_timer_t event_timer;       /* external: delivers callbacks */
+    void (*close_cb)(void *data); /* external: tn_uv_client_close() */
+    void *close_data;
     pthread_t thread;
     struct engine engine; /* (loop) */
     struct list tasks;    /* mu */
@@ -153,6 +162,31 @@ int clientCall(tn_client *c,
                uint32_t timeout_ms,
                const char *what);
 
+/* Start @call without waiting (external clients, on the loop thread):
+ * call->finish fires later with the final code, never from inside this
+ * function. Returns TN_OK, or TN_CLOSED (then finish never fires). */
+int clientStart(tn_client *c,
+                struct call *call,
+                bool mutating,
+                uint32_t timeout_ms,
+                const char *what);
+
+/* Create a client; on the caller's @loop (external) or, if @loop is NULL,
+ * on an own loop and I/O thread. */
+int clientCreate(const char *endpoints,
+                 const struct tn_client_opts *opts,
+                 uv_loop_t *loop,
+                 tn_client **out,
+                 char *errmsg);
+
+/* Blocking calls are not available on an external client: returns
+ * TN_USAGE (with a message) if @c is one, else TN_OK. */
+int clientCheckBlocking(tn_client *c, const char *what);
+
+/* Start closing an external client: cancels its calls, abandons its
+ * sessions; @cb(@data) fires when everything is closed. */
+void clientCloseExternal(tn_client *c, void (*cb)(void *data), void *data);
+
 /* Queue @t for the loop thread. Returns TN_OK or TN_CLOSED. */
 int clientPostTask(tn_client *c, struct task *t);
 
@@ -171,6 +205,57 @@ void clientFree(tn_client *c);
 void clientPostEventLocked(tn_client *c, tn_session *s, int kind, int rc);
 
 /* ---- session.c */
+
+struct acquire_ctx
+{
+    tn_session *s;
+    tn_lock *lock;
+    struct tn_conflict *conflict; /* the caller's, or NULL */
+    struct tn_conflict local;     /* always filled on a conflict */
+};
+
+/* Name the holder of a conflict in the client's message. */
+void conflictErrmsg(tn_client *c,
+                    const char *resource,
+                    const struct tn_conflict *k);
+
+/* Validate and allocate a session (holds a client reference), not yet
+ * open on the cluster. */
+int sessionPrepare(tn_client *c,
+                   const char *holder,
+                   uint32_t ttl_ms,
+                   const struct tn_session_opts *opts,
+                   tn_session **out);
+/* Its open failed: drop it. */
+void sessionDiscard(tn_session *s);
+/* Fill @call to open @s (@body must live as long as the call). */
+void sessionOpenBody(tn_session *s, Tn__SessionOpen *body, struct call *call);
+int sessionOpenReply(struct call *call, int rc, const Tn__Response *r);
+/* The user closes @s: no more callbacks (waits for a running one on
+ * another thread). */
+void sessionMarkClosed(tn_session *s);
+/* call->before of a session close (ctx = the session): stop the timers. */
+void sessionCloseBefore(struct call *call);
+/* Drop a reference (takes mu). */
+void sessionUnref(tn_session *s);
+
+/* Validate an acquire and allocate its lock (not yet referenced by the
+ * session); fill @call (ctx = @ctx, @body must live as long as the call).
+ * lockAdopt() on success, lockDiscard() otherwise. */
+int lockPrepare(tn_session *s,
+                const char *resource,
+                const struct tn_acquire_opts *opts,
+                Tn__Acquire *body,
+                struct acquire_ctx *ctx,
+                struct call *call,
+                tn_lock **out);
+int lockAcquireReply(struct call *call, int rc, const Tn__Response *r);
+void lockAdopt(tn_lock *l);
+void lockDiscard(tn_lock *l);
+/* Before a release: TN_OK, or why not (the lock is then untouched). */
+int lockReleaseBegin(tn_lock *l);
+/* After it, with its result. */
+void lockReleaseEnd(tn_lock *l, int rc);
 
 /* Stop the loop side of @s (timers, keepalives). Loop thread. */
 void sessionStop(tn_session *s);
@@ -195,5 +280,15 @@ void readConflict(const Tn__LockInfo *in, int status, struct tn_conflict *out);
 
 /* Copy a Holder. */
 void readHolder(const Tn__Holder *in, struct tn_holder_info *out);
+
+struct status_ctx
+{
+    const char *resource;
+    struct tn_lock_info *out;
+};
+/* on_reply of get_lock (ctx: struct status_ctx). */
+int readStatusReply(struct call *call, int rc, const Tn__Response *r);
+/* on_reply of cluster_status (ctx: the struct tn_cluster_info). */
+int readClusterReply(struct call *call, int rc, const Tn__Response *r);
 
 #endif /* TN_CLIENT_CLIENT_H_ */

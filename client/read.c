@@ -109,13 +109,7 @@ void tn_lock_list_free(struct tn_lock_info *locks, size_t n)
 
 /* ------------------------------------------------------ lock status */
 
-struct status_ctx
-{
-    const char *resource;
-    struct tn_lock_info *out;
-};
-
-static int statusReply(struct call *call, int rc, const Tn__Response *r)
+int readStatusReply(struct call *call, int rc, const Tn__Response *r)
 {
     struct status_ctx *ctx = call->ctx;
 
@@ -188,7 +182,7 @@ static int getLock(tn_client *c,
     call.req.get_lock = &body;
     ctx.resource = resource;
     ctx.out = out;
-    call.on_reply = statusReply;
+    call.on_reply = readStatusReply;
     call.ctx = &ctx;
     snprintf(msg, sizeof msg, "status %.100s", resource);
     rc = clientCall(c, &call, false, timeout_ms, msg);
@@ -331,7 +325,7 @@ void tn_cluster_info_clear(struct tn_cluster_info *info)
     memset(info, 0, sizeof *info);
 }
 
-static int clusterReply(struct call *call, int rc, const Tn__Response *r)
+int readClusterReply(struct call *call, int rc, const Tn__Response *r)
 {
     struct tn_cluster_info *out = call->ctx;
     const Tn__ClusterInfo *ci;
@@ -400,7 +394,7 @@ int tn_cluster_status(tn_client *c, struct tn_cluster_info *out)
     tn__request__init(&call.req);
     call.req.body_case = TN__REQUEST__BODY_CLUSTER_STATUS;
     call.req.cluster_status = &body;
-    call.on_reply = clusterReply;
+    call.on_reply = readClusterReply;
     call.ctx = out;
     rc = clientCall(c, &call, false, c->timeout_ms, "cluster status");
     if (rc != TN_OK) {

@@ -43,7 +43,7 @@ bool sessionUnrefLocked(tn_session *s)
     return clientUnrefLocked(c);
 }
 
-static void sessionUnref(tn_session *s)
+void sessionUnref(tn_session *s)
 {
     tn_client *c = s->c;
     bool free_client;
@@ -226,8 +226,8 @@ static void sessionRegister(tn_session *s)
 {
     tn_client *c = s->c;
 
-    uv_timer_init(&c->loop, &s->ka_timer);
-    uv_timer_init(&c->loop, &s->jeopardy_timer);
+    uv_timer_init(c->loop, &s->ka_timer);
+    uv_timer_init(c->loop, &s->jeopardy_timer);
     s->ka_timer.data = s;
     s->jeopardy_timer.data = s;
     s->open_timers = 2;
@@ -238,7 +238,7 @@ static void sessionRegister(tn_session *s)
 
 /* -------------------------------------------------------------- open */
 
-static int openReply(struct call *call, int rc, const Tn__Response *r)
+int sessionOpenReply(struct call *call, int rc, const Tn__Response *r)
 {
     tn_session *s = call->ctx;
     tn_client *c = s->c;
@@ -275,21 +275,15 @@ static int defaultHolder(char *buf, size_t len)
     return snprintf(buf, len, "%s:%ld", host, (long)getpid());
 }
 
-int tn_session_open(tn_client *c,
-                    const char *holder,
-                    uint32_t ttl_ms,
-                    const struct tn_session_opts *opts,
-                    tn_session **out)
+int sessionPrepare(tn_client *c,
+                   const char *holder,
+                   uint32_t ttl_ms,
+                   const struct tn_session_opts *opts,
+                   tn_session **out)
 {
-    Tn__SessionOpen body = TN__SESSION_OPEN__INIT;
-    struct call call;
     char name[256];
     tn_session *s;
-    int rc;
 
-    if (c == NULL || out == NULL) {
-        return TN_USAGE;
-    }
     if (holder == NULL) {
         defaultHolder(name, sizeof name);
         holder = name;
@@ -330,21 +324,56 @@ int tn_session_open(tn_client *c,
     }
     c->refs++;
     pthread_mutex_unlock(&c->mu);
+    *out = s;
+    return TN_OK;
+}
 
+void sessionDiscard(tn_session *s)
+{
+    pthread_mutex_lock(&s->c->mu);
+    s->detached = true;
+    pthread_mutex_unlock(&s->c->mu);
+    sessionUnref(s);
+}
+
+void sessionOpenBody(tn_session *s, Tn__SessionOpen *body, struct call *call)
+{
+    tn__request__init(&call->req);
+    body->holder = s->holder;
+    body->ttl_ms = s->ttl_ms;
+    call->req.body_case = TN__REQUEST__BODY_SESSION_OPEN;
+    call->req.session_open = body;
+    call->on_reply = sessionOpenReply;
+    call->ctx = s;
+}
+
+int tn_session_open(tn_client *c,
+                    const char *holder,
+                    uint32_t ttl_ms,
+                    const struct tn_session_opts *opts,
+                    tn_session **out)
+{
+    Tn__SessionOpen body = TN__SESSION_OPEN__INIT;
+    struct call call;
+    tn_session *s;
+    int rc;
+
+    if (c == NULL || out == NULL) {
+        return TN_USAGE;
+    }
+    rc = clientCheckBlocking(c, "session_open");
+    if (rc != TN_OK) {
+        return rc;
+    }
+    rc = sessionPrepare(c, holder, ttl_ms, opts, &s);
+    if (rc != TN_OK) {
+        return rc;
+    }
     memset(&call, 0, sizeof call);
-    tn__request__init(&call.req);
-    body.holder = s->holder;
-    body.ttl_ms = ttl_ms;
-    call.req.body_case = TN__REQUEST__BODY_SESSION_OPEN;
-    call.req.session_open = &body;
-    call.on_reply = openReply;
-    call.ctx = s;
+    sessionOpenBody(s, &body, &call);
     rc = clientCall(c, &call, true, c->timeout_ms, "session_open");
     if (rc != TN_OK) {
-        pthread_mutex_lock(&c->mu);
-        s->detached = true;
-        pthread_mutex_unlock(&c->mu);
-        sessionUnref(s);
+        sessionDiscard(s);
         return rc;
     }
     *out = s;
@@ -365,7 +394,15 @@ static void detachLocked(tn_session *s)
     }
 }
 
-static void closeBefore(struct call *call)
+void sessionMarkClosed(tn_session *s)
+{
+    pthread_mutex_lock(&s->c->mu);
+    s->closed = true;
+    detachLocked(s);
+    pthread_mutex_unlock(&s->c->mu);
+}
+
+void sessionCloseBefore(struct call *call)
 {
     tn_session *s = call->ctx;
     listRemove(&s->link);
@@ -383,17 +420,17 @@ int tn_session_close(tn_session *s)
         return TN_USAGE;
     }
     c = s->c;
-    pthread_mutex_lock(&c->mu);
-    s->closed = true;
-    detachLocked(s);
-    pthread_mutex_unlock(&c->mu);
+    if (clientCheckBlocking(c, "session_close") != TN_OK) {
+        return TN_USAGE;
+    }
+    sessionMarkClosed(s);
 
     memset(&call, 0, sizeof call);
     tn__request__init(&call.req);
     body.session = s->id;
     call.req.body_case = TN__REQUEST__BODY_SESSION_CLOSE;
     call.req.session_close = &body;
-    call.before = closeBefore;
+    call.before = sessionCloseBefore;
     call.ctx = s;
     rc = clientCall(c, &call, true, c->timeout_ms, "session_close");
     sessionUnref(s);
@@ -488,14 +525,7 @@ bool tn_session_valid(const tn_session *s)
 
 /* ------------------------------------------------------------- locks */
 
-struct acquire_ctx
-{
-    tn_session *s;
-    tn_lock *lock;
-    struct tn_conflict *conflict;
-};
-
-static int acquireReply(struct call *call, int rc, const Tn__Response *r)
+int lockAcquireReply(struct call *call, int rc, const Tn__Response *r)
 {
     struct acquire_ctx *ctx = call->ctx;
     tn_session *s = ctx->s;
@@ -512,8 +542,9 @@ static int acquireReply(struct call *call, int rc, const Tn__Response *r)
         return rc;
     }
     if (rc == TN_HELD || rc == TN_LOCK_DELAY) {
+        readConflict(li, rc, &ctx->local);
         if (ctx->conflict != NULL) {
-            readConflict(li, rc, ctx->conflict);
+            *ctx->conflict = ctx->local;
         }
         return rc;
     }
@@ -540,25 +571,19 @@ static int acquireReply(struct call *call, int rc, const Tn__Response *r)
     return TN_OK;
 }
 
-int tn_lock_acquire(tn_session *s,
-                    const char *resource,
-                    const struct tn_acquire_opts *opts,
-                    tn_lock **out)
+int lockPrepare(tn_session *s,
+                const char *resource,
+                const struct tn_acquire_opts *opts,
+                Tn__Acquire *body,
+                struct acquire_ctx *ctx,
+                struct call *call,
+                tn_lock **out)
 {
     static const struct tn_acquire_opts defaults;
-    Tn__Acquire body = TN__ACQUIRE__INIT;
-    struct acquire_ctx ctx;
-    struct call call;
+    tn_client *c = s->c;
     char msg[128];
-    tn_client *c;
     tn_lock *l;
-    uint32_t timeout;
-    int rc;
 
-    if (s == NULL || out == NULL) {
-        return TN_USAGE;
-    }
-    c = s->c;
     if (opts == NULL) {
         opts = &defaults;
     }
@@ -594,45 +619,100 @@ int tn_lock_acquire(tn_session *s,
     }
     l->s = s;
 
-    memset(&call, 0, sizeof call);
-    tn__request__init(&call.req);
-    body.session = s->id;
-    body.resource = l->resource;
-    body.mode = (Tn__LockMode)opts->mode;
-    body.permits = opts->permits;
-    body.wait_ms = opts->wait_ms;
-    body.lock_delay_ms = opts->lock_delay_ms;
-    call.req.body_case = TN__REQUEST__BODY_ACQUIRE;
-    call.req.acquire = &body;
-    call.op.may_wait = opts->wait_ms > 0;
-    ctx.s = s;
-    ctx.lock = l;
-    ctx.conflict = opts->conflict;
-    call.on_reply = acquireReply;
-    call.ctx = &ctx;
-    timeout = opts->timeout_ms != 0 ? opts->timeout_ms
-                                    : c->timeout_ms + opts->wait_ms;
-    snprintf(msg, sizeof msg, "acquire %.100s", resource);
-    rc = clientCall(c, &call, true, timeout, msg);
+    tn__request__init(&call->req);
+    tn__acquire__init(body);
+    body->session = s->id;
+    body->resource = l->resource;
+    body->mode = (Tn__LockMode)opts->mode;
+    body->permits = opts->permits;
+    body->wait_ms = opts->wait_ms;
+    body->lock_delay_ms = opts->lock_delay_ms;
+    call->req.body_case = TN__REQUEST__BODY_ACQUIRE;
+    call->req.acquire = body;
+    call->op.may_wait = opts->wait_ms > 0;
+    memset(ctx, 0, sizeof *ctx);
+    ctx->s = s;
+    ctx->lock = l;
+    ctx->conflict = opts->conflict;
+    call->on_reply = lockAcquireReply;
+    call->ctx = ctx;
+    *out = l;
+    return TN_OK;
+}
+
+void lockAdopt(tn_lock *l)
+{
+    pthread_mutex_lock(&l->s->c->mu);
+    l->s->refs++;
+    pthread_mutex_unlock(&l->s->c->mu);
+}
+
+void lockDiscard(tn_lock *l)
+{
+    free(l->resource);
+    free(l);
+}
+
+/* After a conflict: name the holder in the client's message. */
+void conflictErrmsg(tn_client *c,
+                    const char *resource,
+                    const struct tn_conflict *k)
+{
+    if (k->status == TN_LOCK_DELAY) {
+        clientErrmsg(c,
+                     "acquire %.100s: in lock-delay until %llu (cluster "
+                     "time, ms)",
+                     resource, (unsigned long long)k->lock_delay_until_ms);
+    } else if (k->n_holders > 0) {
+        clientErrmsg(c,
+                     "acquire %.100s: held by %.100s (session %llu, token "
+                     "%llu)",
+                     resource, k->holder.holder,
+                     (unsigned long long)k->holder.session,
+                     (unsigned long long)k->holder.token);
+    }
+}
+
+int tn_lock_acquire(tn_session *s,
+                    const char *resource,
+                    const struct tn_acquire_opts *opts,
+                    tn_lock **out)
+{
+    Tn__Acquire body;
+    struct acquire_ctx ctx;
+    struct call call;
+    char what[128];
+    tn_client *c;
+    tn_lock *l;
+    uint32_t timeout;
+    int rc;
+
+    if (s == NULL || out == NULL) {
+        return TN_USAGE;
+    }
+    c = s->c;
+    rc = clientCheckBlocking(c, "acquire");
     if (rc != TN_OK) {
-        if ((rc == TN_HELD || rc == TN_LOCK_DELAY) && opts->conflict) {
-            const struct tn_conflict *k = opts->conflict;
-            if (k->n_holders > 0) {
-                clientErrmsg(c,
-                             "acquire %.100s: held by %.100s (session %llu, "
-                             "token %llu)",
-                             resource, k->holder.holder,
-                             (unsigned long long)k->holder.session,
-                             (unsigned long long)k->holder.token);
-            }
-        }
-        free(l->resource);
-        free(l);
         return rc;
     }
-    pthread_mutex_lock(&c->mu);
-    s->refs++;
-    pthread_mutex_unlock(&c->mu);
+    memset(&call, 0, sizeof call);
+    rc = lockPrepare(s, resource, opts, &body, &ctx, &call, &l);
+    if (rc != TN_OK) {
+        return rc;
+    }
+    timeout = opts != NULL && opts->timeout_ms != 0
+                  ? opts->timeout_ms
+                  : c->timeout_ms + (opts != NULL ? opts->wait_ms : 0);
+    snprintf(what, sizeof what, "acquire %.100s", resource);
+    rc = clientCall(c, &call, true, timeout, what);
+    if (rc != TN_OK) {
+        if (rc == TN_HELD || rc == TN_LOCK_DELAY) {
+            conflictErrmsg(c, resource, &ctx.local);
+        }
+        lockDiscard(l);
+        return rc;
+    }
+    lockAdopt(l);
     *out = l;
     return TN_OK;
 }
@@ -672,15 +752,10 @@ int tn_release(tn_client *c, const char *resource, uint64_t token)
     return clientCall(c, &call, true, c->timeout_ms, msg);
 }
 
-int tn_lock_release(tn_lock *l)
+int lockReleaseBegin(tn_lock *l)
 {
-    tn_client *c;
-    int rc;
+    tn_client *c = l->s->c;
 
-    if (l == NULL) {
-        return TN_USAGE;
-    }
-    c = l->s->c;
     pthread_mutex_lock(&c->mu);
     if (l->release_done) {
         clientErrmsgLocked(c, "release %s: already released", l->resource);
@@ -694,14 +769,38 @@ int tn_lock_release(tn_lock *l)
     /* Stop trusting the lock before the release can take effect. */
     l->released = true;
     pthread_mutex_unlock(&c->mu);
-    rc = tn_release(c, l->resource, l->token);
+    return TN_OK;
+}
+
+void lockReleaseEnd(tn_lock *l, int rc)
+{
     if (rc == TN_OK || rc == TN_LEASE_EXPIRED || rc == TN_TOKEN_MISMATCH ||
         rc == TN_SESSION_EXPIRED) {
         /* Final answers; after a transient error the caller may retry. */
-        pthread_mutex_lock(&c->mu);
+        pthread_mutex_lock(&l->s->c->mu);
         l->release_done = true;
-        pthread_mutex_unlock(&c->mu);
+        pthread_mutex_unlock(&l->s->c->mu);
     }
+}
+
+int tn_lock_release(tn_lock *l)
+{
+    tn_client *c;
+    int rc;
+
+    if (l == NULL) {
+        return TN_USAGE;
+    }
+    c = l->s->c;
+    if (clientCheckBlocking(c, "release") != TN_OK) {
+        return TN_USAGE;
+    }
+    rc = lockReleaseBegin(l);
+    if (rc != TN_OK) {
+        return rc;
+    }
+    rc = tn_release(c, l->resource, l->token);
+    lockReleaseEnd(l, rc);
     return rc;
 }
 
@@ -800,6 +899,9 @@ int tn_lock_renew(tn_lock *l, uint32_t ttl_ms)
         return TN_USAGE;
     }
     c = l->s->c;
+    if (clientCheckBlocking(c, "renew") != TN_OK) {
+        return TN_USAGE;
+    }
     pthread_mutex_lock(&c->mu);
     if (l->released) {
         clientErrmsgLocked(c, "renew %s: released", l->resource);
