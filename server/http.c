@@ -2265,6 +2265,32 @@ static void routeGetLock(struct http_exchange *ex, const char *q, size_t qlen)
     exchangeSubmit(ex);
 }
 
+static void routeFence(struct http_exchange *ex,
+                       const char *raw,
+                       size_t len,
+                       const char *q,
+                       size_t qlen);
+
+/* Does the query string have a parameter named @name (plain ASCII)? */
+static bool queryHas(const char *q, size_t len, const char *name)
+{
+    size_t n = strlen(name);
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start = i;
+        while (i < len && q[i] != '&') {
+            i++;
+        }
+        if (i - start >= n && memcmp(q + start, name, n) == 0 &&
+            (i - start == n || q[start + n] == '=')) {
+            return true;
+        }
+        i++;
+    }
+    return false;
+}
+
 static void routeLock(struct http_exchange *ex,
                       const char *raw,
                       size_t len,
@@ -2273,6 +2299,15 @@ static void routeLock(struct http_exchange *ex,
 {
     if (!methodCheck(ex, M_GET | M_PUT | M_DELETE,
                      "GET, HEAD, PUT, DELETE")) {
+        return;
+    }
+    /* DESIGN §6 also names the write gate GET /v1/locks/{id}/check?token=T:
+     * an alias of /v1/fence/{id}. A state read takes no token parameter
+     * (it would be a 400), so the alias never hides a lock named ".../check". */
+    if ((ex->method == HTTP_GET || ex->method == HTTP_HEAD) && len > 6 &&
+        memcmp(raw + len - 6, "/check", 6) == 0 &&
+        queryHas(q, qlen, "token")) {
+        routeFence(ex, raw, len - 6, q, qlen);
         return;
     }
     if (exchangeResource(ex, raw, len, "resource") != 0) {

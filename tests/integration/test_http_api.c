@@ -934,8 +934,9 @@ static void test_idempotent_replay(void **state)
 }
 
 /* Renew with If-Match answers 200 with the same ETag and the new TTL;
- * release answers 204, and 204 again when retried; without If-Match 428;
- * a malformed If-Match 400. */
+ * release answers 204, and 204 again when retried; with an Idempotency-Key
+ * the retries of both say Idempotent-Replayed; without If-Match 428; a
+ * malformed If-Match 400. */
 static void test_renew_release(void **state)
 {
     struct http_response r;
@@ -993,8 +994,33 @@ static void test_renew_release(void **state)
     }
     assert_int_equal(heldToken(leaderNode(), "renew/1", "r"), t);
 
-    /* Release, then the retried release. */
-    release(followerNode(), "renew/1", t);
+    /* Renew with an Idempotency-Key, replayed through another node. */
+    {
+        char hk[128];
+        snprintf(hk, sizeof hk, "%s\r\nIdempotency-Key: renew-1-key", h);
+        j = call(followerNode(), "PUT", "/v1/locks/renew/1", hk, NULL, 200,
+                 &r);
+        assert_null(httpHeader(&r, "Idempotent-Replayed"));
+        json_decref(j);
+        httpResponseFree(&r);
+        j = call(leaderNode(), "PUT", "/v1/locks/renew/1", hk, NULL, 200, &r);
+        assert_int_equal(etag(&r), t);
+        assert_string_equal(httpHeader(&r, "Idempotent-Replayed"), "true");
+        json_decref(j);
+        httpResponseFree(&r);
+
+        /* Release, then the retried release: with a key the retry says it
+         * is a replay; without one it is a plain 204 too. */
+        snprintf(hk, sizeof hk, "%s\r\nIdempotency-Key: release-1-key", h);
+        j = call(followerNode(), "DELETE", "/v1/locks/renew/1", hk, NULL, 204,
+                 &r);
+        assert_null(httpHeader(&r, "Idempotent-Replayed"));
+        httpResponseFree(&r);
+        j = call(leaderNode(), "DELETE", "/v1/locks/renew/1", hk, NULL, 204,
+                 &r);
+        assert_string_equal(httpHeader(&r, "Idempotent-Replayed"), "true");
+        httpResponseFree(&r);
+    }
     release(leaderNode(), "renew/1", t);
     assert_int_equal(heldToken(followerNode(), "renew/1", NULL), 0);
     passed();
@@ -1620,9 +1646,10 @@ static void test_cluster_health(void **state)
     passed();
 }
 
-/* The write gate GET /v1/fence/{id}?token=T: 204 for the holder's token
- * (with its ETag), 409 lock-held naming the holder for another token, 412
- * token-stale once nobody holds it, 400 without a usable token. */
+/* The write gate GET /v1/fence/{id}?token=T (also spelled
+ * /v1/locks/{id}/check?token=T): 204 for the holder's token (with its
+ * ETag), 409 lock-held naming the holder for another token, 412 token-stale
+ * once nobody holds it, 400 without a usable token. */
 static void test_fence(void **state)
 {
     struct http_response r;
@@ -1648,6 +1675,18 @@ static void test_fence(void **state)
         j = callProblem(node, "GET", path, NULL, NULL, 409, "lock-held", &r);
         assert_string_equal(jstr(j, "holder"), "writer");
         assert_int_equal((uint64_t)jint(j, "holder_token"), t);
+        json_decref(j);
+        httpResponseFree(&r);
+
+        /* DESIGN's other spelling of the gate. */
+        snprintf(path, sizeof path, "/v1/locks/fence/1/check?token=%" PRIu64,
+                 t);
+        j = call(node, "GET", path, NULL, NULL, 204, &r);
+        assert_int_equal(etag(&r), t);
+        httpResponseFree(&r);
+        snprintf(path, sizeof path, "/v1/locks/fence/1/check?token=%" PRIu64,
+                 t + 1);
+        j = callProblem(node, "GET", path, NULL, NULL, 409, "lock-held", &r);
         json_decref(j);
         httpResponseFree(&r);
 

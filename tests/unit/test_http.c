@@ -1668,6 +1668,24 @@ static void fence(void **state)
     assert_int_equal(oneShot(f, "GET", "/v1/fence/busy", NULL, NULL, &r), 400);
     assertField(&r, "token");
     respFree(&r);
+
+    /* The alias of DESIGN §6's table: /v1/locks/{id}/check?token=T. */
+    assert_int_equal(oneShot(f, "GET", "/v1/locks/busy/check?token=77", NULL,
+                             NULL, &r),
+                     204);
+    assert_string_equal(lastSeen(f).resource, "busy");
+    respFree(&r);
+    assert_int_equal(oneShot(f, "GET", "/v1/locks/busy/check?token=76", NULL,
+                             NULL, &r),
+                     409);
+    assertProblem(&r, 409, "lock-held");
+    respFree(&r);
+    /* Without a token it is the state of the lock named "busy/check". */
+    assert_int_equal(oneShot(f, "GET", "/v1/locks/busy/check", NULL, NULL,
+                             &r),
+                     200);
+    assert_string_equal(jstr(&r, "resource"), "busy/check");
+    respFree(&r);
 }
 
 /* Unknown paths 404; wrong methods 405 with Allow; OPTIONS lists them. */
