@@ -334,6 +334,34 @@ static bool waitState(int node, const char *id, const char *state,
     }
 }
 
+/* Waits (bounded) until node @node's log has a line containing all of
+ * @needles (NULL-terminated). */
+static bool logHas(int node, const char *const *needles)
+{
+    uint64_t end = monoMs() + 3000;
+    for (;;) {
+        FILE *fp = fopen(S->cluster.nodes[node].log_path, "r");
+        char line[4096];
+        while (fp != NULL && fgets(line, sizeof line, fp) != NULL) {
+            bool all = true;
+            for (int k = 0; needles[k] != NULL && all; k++) {
+                all = strstr(line, needles[k]) != NULL;
+            }
+            if (all) {
+                fclose(fp);
+                return true;
+            }
+        }
+        if (fp != NULL) {
+            fclose(fp);
+        }
+        if (monoMs() >= end) {
+            return false;
+        }
+        sleepMs(50);
+    }
+}
+
 /* ------------------------------------------------------- raw sockets */
 
 /* A blocking socket to 127.0.0.1:@p with 5 s send and receive timeouts. */
@@ -685,7 +713,8 @@ static void test_acquire_created(void **state)
 /* A second holder gets 409 lock-held naming the holder, mode, acquired_at,
  * expires_in_ms, queue length and request id, with Retry-After covering
  * the remaining lease and the holder's ETag; on a follower and the leader.
- * The holder's lock is untouched. */
+ * The answering node logs one line for it (resource, requester, holder,
+ * wait, request id). The holder's lock is untouched. */
 static void test_conflict_names_holder(void **state)
 {
     int nodes[2] = { followerNode(), leaderNode() };
@@ -742,6 +771,19 @@ static void test_conflict_names_holder(void **state)
         assert_int_equal(etag(&r), t);
         json_decref(p);
         httpResponseFree(&r);
+        /* One log line for the conflict on the node that answered it. */
+        {
+            char rq[64];
+            const char *needles[] = { "event=conflict", "kind=lock-held",
+                                      "resource=\"conflict/1\"",
+                                      "requester=\"b\"",
+                                      "holder=\"owner-a\"", rq, NULL };
+            snprintf(rq, sizeof rq, "request_id=%s", rid);
+            if (!logHas(nodes[k], needles)) {
+                fail_msg("no conflict log line for %s on %s", rid,
+                         nodeName(nodes[k]));
+            }
+        }
     }
     assert_int_equal(heldToken(followerNode(), "conflict/1", "owner-a"), t);
     release(followerNode(), "conflict/1", t);
