@@ -43,6 +43,7 @@ static struct
     uint64_t *session;   /* per session: id, 0 if none */
     uint64_t *safe;      /* per session: lease end as the client sees it */
     uint32_t *ttl;
+    uint8_t *closing;    /* per session: close sent, no more keepalives */
     size_t *grant;       /* per lock: grant log index */
     struct fconn *fc;
     int nfc;
@@ -135,7 +136,15 @@ static void kaDone(struct call *k, int status, const Tn__Response *r)
             histRecord(&B->h[0], nowNs() - k->t_first);
         }
     } else if (status == TN__STATUS__SESSION_EXPIRED) {
-        B->sessions_lost++;
+        if (!F.closing[s] && F.session[s] == k->u.ka.session) {
+            /* Lost (not one we closed ourselves): its locks ended at the
+             * latest when its lease did, as this client computes it. */
+            B->sessions_lost++;
+            F.session[s] = 0;
+            for (uint64_t i = s; i < F.nlocks; i += F.nsess) {
+                grantsEnd(&B->grants, F.grant[i], F.safe[s]);
+            }
+        }
     } else {
         benchError(status);
     }
@@ -145,7 +154,7 @@ static void tickCb(uv_timer_t *t)
 {
     double period_ms = (double)B->ttl_ms / 3.0;
     (void)t;
-    if (F.phase >= PH_CLOSE) {
+    if (F.phase >= PH_DONE) {
         return;
     }
     F.ka_quota += (double)F.nsess * TICK_MS / period_ms;
@@ -154,7 +163,7 @@ static void tickCb(uv_timer_t *t)
         struct fconn *fc = NULL;
         struct call *k;
         F.ka_quota -= 1.0;
-        if (F.session[s] == 0) {
+        if (F.session[s] == 0 || F.closing[s]) {
             continue;
         }
         for (int tries = 0; tries < KA_CONNS && fc == NULL; tries++) {
@@ -280,6 +289,8 @@ static void fillPump(struct fconn *fc)
             break;
         }
         case PH_CLOSE:
+            /* Keepalives go on for the others until they are closed. */
+            F.closing[j] = 1;
             callSessionClose(k, F.session[j]);
             break;
         default:
@@ -427,10 +438,11 @@ int wlFill(void)
     F.session = calloc(F.nsess, sizeof *F.session);
     F.safe = calloc(F.nsess, sizeof *F.safe);
     F.ttl = calloc(F.nsess, sizeof *F.ttl);
+    F.closing = calloc(F.nsess, sizeof *F.closing);
     F.grant = malloc(F.nlocks * sizeof *F.grant);
     F.nfc = B->clients;
     F.fc = calloc((size_t)F.nfc, sizeof *F.fc);
-    if (!F.session || !F.safe || !F.ttl || !F.grant || !F.fc) {
+    if (!F.session || !F.safe || !F.ttl || !F.closing || !F.grant || !F.fc) {
         fprintf(stderr, "tnbench: out of memory\n");
         return 3;
     }
