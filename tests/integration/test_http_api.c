@@ -127,20 +127,18 @@ static void checkCommonHeaders(const struct http_response *r,
     }
 }
 
-/* Sends one request, checks the status and the common headers, and parses
- * the body as JSON (NULL when empty). The caller frees @r and the JSON. */
-static json_t *call(int node,
-                    const char *method,
-                    const char *path,
-                    const char *headers,
-                    const char *body,
-                    int want,
-                    struct http_response *r)
+/* Checks the status and the common headers of the answer @r to @method
+ * @path and parses its body as JSON (NULL when empty). */
+static json_t *verify(int node,
+                      const char *method,
+                      const char *path,
+                      int status,
+                      int want,
+                      struct http_response *r)
 {
     char what[640];
     json_error_t err;
     json_t *j = NULL;
-    int status = send1(node, method, path, headers, body, r);
 
     snprintf(what, sizeof what, "%s %.400s on %s", method, path,
              nodeName(node));
@@ -157,6 +155,20 @@ static json_t *call(int node,
         }
     }
     return j;
+}
+
+/* Sends one request, checks the status and the common headers, and parses
+ * the body as JSON (NULL when empty). The caller frees @r and the JSON. */
+static json_t *call(int node,
+                    const char *method,
+                    const char *path,
+                    const char *headers,
+                    const char *body,
+                    int want,
+                    struct http_response *r)
+{
+    int status = send1(node, method, path, headers, body, r);
+    return verify(node, method, path, status, want, r);
 }
 
 /* Same as call() for a request that is expected to fail with an RFC 9457
@@ -282,12 +294,11 @@ static json_t *lockState(int node, const char *id, const char *query,
     for (;;) {
         int status = send1(node, "GET", path, NULL, NULL, r);
         if (status != 503 || monoMs() >= end) {
-            break;
+            return verify(node, "GET", path, status, 200, r);
         }
         httpResponseFree(r);
         sleepMs(100);
     }
-    return call(node, "GET", path, NULL, NULL, 200, r);
 }
 
 /* The (first) holder's token of @id as @node sees it, 0 when not held. */
@@ -773,7 +784,7 @@ static void test_conflict_names_holder(void **state)
         httpResponseFree(&r);
         /* One log line for the conflict on the node that answered it. */
         {
-            char rq[64];
+            char rq[96];
             const char *needles[] = { "event=conflict", "kind=lock-held",
                                       "resource=\"conflict/1\"",
                                       "requester=\"b\"",
