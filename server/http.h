@@ -9,7 +9,10 @@
  * every endpoint, status and problem type.
  *
  * Connections are keep-alive; pipelined requests are answered in the order
- * they arrived even when the dispatch completes them out of order.
+ * they arrived even when the dispatch completes them out of order. Safe
+ * requests (GET, HEAD, OPTIONS) on one connection run concurrently; a PUT,
+ * POST or DELETE runs alone, after everything before it was answered
+ * (RFC 9112 §9.3.2).
  *
  * Threading: everything runs on the loop thread passed to httpServerInit. */
 #ifndef TN_HTTP_H_
