@@ -157,8 +157,11 @@ static void fencedWrites(struct actor *a, const char *res, uint64_t token,
         if (t_chk >= deadline || (l != NULL && !tn_lock_valid(l))) {
             return; /* no longer safe: never write */
         }
-        /* Work between the check and the write: where a pause bites. */
-        sleepUs(rngRange(&a->rng, 0, 12000));
+        /* Work between the check and the write: where a pause of the
+         * holder bites (sometimes long, so that a SIGSTOP often lands
+         * here and the write arrives late, with a stale token). */
+        sleepUs(rngPct(&a->rng, 20) ? rngRange(&a->rng, 0, 250000)
+                                    : rngRange(&a->rng, 0, 12000));
         bool accepted = false;
         if (storeWrite(a->store_fd, res, token, a->id, &accepted) != 0) {
             _exit(4); /* the coordinator is gone */
