@@ -725,7 +725,8 @@ static void test_acquire_created(void **state)
  * expires_in_ms, queue length and request id, with Retry-After covering
  * the remaining lease and the holder's ETag; on a follower and the leader.
  * The answering node logs one line for it (resource, requester, holder,
- * wait, request id). The holder's lock is untouched. */
+ * wait, request id); the leader counts both in /v1/stats/contention. The
+ * holder's lock is untouched. */
 static void test_conflict_names_holder(void **state)
 {
     int nodes[2] = { followerNode(), leaderNode() };
@@ -797,6 +798,31 @@ static void test_conflict_names_holder(void **state)
         }
     }
     assert_int_equal(heldToken(followerNode(), "conflict/1", "owner-a"), t);
+
+    /* The leader, which answered both (one relayed), counts them in its
+     * contention statistics. */
+    {
+        struct http_response r;
+        json_t *j = call(leaderNode(), "GET", "/v1/stats/contention?top=5",
+                         NULL, NULL, 200, &r);
+        json_t *rs = json_object_get(j, "resources");
+        bool seen = false;
+        for (size_t i = 0; i < json_array_size(rs); i++) {
+            json_t *e = json_array_get(rs, i);
+            if (strcmp(jstr(e, "resource"), "conflict/1") == 0) {
+                seen = jint(e, "conflicts") >= 2;
+            }
+        }
+        if (!seen) {
+            fail_msg("conflict/1 not counted: %s", r.body);
+        }
+        json_decref(j);
+        httpResponseFree(&r);
+        j = callProblem(followerNode(), "GET", "/v1/stats/contention?top=0",
+                        NULL, NULL, 422, "invalid-value", &r);
+        json_decref(j);
+        httpResponseFree(&r);
+    }
     release(followerNode(), "conflict/1", t);
     passed();
 }
