@@ -257,7 +257,9 @@ static void faultPauseHolder(struct fault_ctx *c)
     kill(e->workers[w].pid, SIGSTOP);
     e->workers[w].paused = true;
     idle(e, ms);
-    kill(e->workers[w].pid, SIGCONT);
+    if (e->workers[w].pid > 0) {
+        kill(e->workers[w].pid, SIGCONT);
+    }
     e->workers[w].paused = false;
 }
 
@@ -325,6 +327,9 @@ static void faultRestartAll(struct fault_ctx *c)
         e->nodes[i].down = true;
     }
     for (int i = 0; i < e->n_nodes; i++) {
+        if (e->nodes[i].pid <= 0) {
+            continue; /* never kill(0, ...): that is our process group */
+        }
         if (graceful) {
             kill(e->nodes[i].pid, SIGTERM);
         } else {
