@@ -602,10 +602,12 @@ static void checkFinal(struct hist *h, const struct check_input *in)
     }
 }
 
-static void checkSessions(struct hist *h, const struct env *e)
+static long checkSessions(struct hist *h, const struct env *e)
 {
+    long lost = 0;
     for (size_t i = 0; i < h->n_evs; i++) {
         const struct actor_event *l = &h->evs[i];
+        lost += l->type == 'L';
         if (l->type == 'L' && l->t < l->observed) {
             violation(h,
                       "early expiry: the cluster told actor %u at %.3fs that "
@@ -615,6 +617,7 @@ static void checkSessions(struct hist *h, const struct env *e)
                       rel(e, l->observed));
         }
     }
+    return lost;
 }
 
 int checkHistory(const struct check_input *in, struct check_result *out)
@@ -632,9 +635,17 @@ int checkHistory(const struct check_input *in, struct check_result *out)
     checkTokens(&h, e);
     checkStore(&h, in, out);
     checkFinal(&h, in);
-    checkSessions(&h, e);
+    out->sessions_lost = checkSessions(&h, e);
     for (int f = 0; f < e->n_fault_recs; f++) {
-        const struct fault_rec *r = &e->faults[f];
+        struct fault_rec *r = &in->e->faults[f];
+        int64_t until = f + 1 < e->n_fault_recs ? e->faults[f + 1].t_inject
+                                                 : INT64_MAX;
+        r->sessions_lost = 0;
+        for (size_t i = 0; i < h.n_evs; i++) {
+            r->sessions_lost += h.evs[i].type == 'L' &&
+                                h.evs[i].t >= r->t_inject &&
+                                h.evs[i].t < until;
+        }
         if (r->recovery_ms < 0) {
             violation(&h,
                       "availability: no recovery within %d ms after healing "

@@ -60,6 +60,7 @@ struct fault_rec
     int64_t t_inject;
     int64_t t_heal;
     int64_t recovery_ms; /* -1: did not recover within the bound */
+    int sessions_lost;   /* library sessions expired until the next fault */
 };
 
 /* Something the harness saw that is not a history violation: a crash, a
@@ -191,6 +192,7 @@ struct check_result
     long writes_accepted;
     long writes_rejected;
     long violations;
+    long sessions_lost; /* library sessions the cluster expired */
 };
 
 int checkHistory(const struct check_input *in, struct check_result *out);

@@ -546,9 +546,32 @@ int main(int argc, char **argv)
     fprintf(stderr, "\nfaults injected (%d):\n", e->n_fault_recs);
     for (int f = 0; f < e->n_fault_recs; f++) {
         const struct fault_rec *r = &e->faults[f];
-        fprintf(stderr, "  #%-3d %-14s at %7.1fs  recovered in %6lld ms  %s\n",
-                f + 1, faultName(r->kind), (double)(r->t_inject - e->t_start) / 1e6,
-                (long long)r->recovery_ms, r->what);
+        fprintf(stderr,
+                "  #%-3d %-14s at %7.1fs  recovered in %6lld ms  sessions "
+                "lost %d  %s\n",
+                f + 1, faultName(r->kind),
+                (double)(r->t_inject - e->t_start) / 1e6,
+                (long long)r->recovery_ms, r->sessions_lost, r->what);
+    }
+    fprintf(stderr, "per kind: count, worst recovery (ms), library "
+                    "sessions lost:\n");
+    for (int k = 0; k < F_KIND_COUNT; k++) {
+        int cnt = 0;
+        int lost = 0;
+        int64_t w = 0;
+        for (int f = 0; f < e->n_fault_recs; f++) {
+            if (e->faults[f].kind == k) {
+                cnt++;
+                lost += e->faults[f].sessions_lost;
+                if (e->faults[f].recovery_ms > w) {
+                    w = e->faults[f].recovery_ms;
+                }
+            }
+        }
+        if (cnt > 0) {
+            fprintf(stderr, "  %-14s %4d  %6lld  %4d\n", faultName(k), cnt,
+                    (long long)w, lost);
+        }
     }
     if (e->n_notes > 0) {
         fprintf(stderr, "findings and notes (%d):\n", e->n_notes);
@@ -562,11 +585,12 @@ int main(int argc, char **argv)
                 !g_abort;
     printf("fault summary: profile=%s nodes=%d seed=%llu faults=%d "
            "operations=%ld grants=%ld writes_accepted=%ld "
-           "writes_rejected=%ld violations=%ld worst_recovery_ms=%lld "
+           "writes_rejected=%ld sessions_lost=%ld violations=%ld "
+           "worst_recovery_ms=%lld "
            "crashes=%d external_stops=%d findings=%d result=%s\n",
            e->profile, e->n_nodes, (unsigned long long)e->seed,
            e->n_fault_recs, res.ops, res.grants, res.writes_accepted,
-           res.writes_rejected, res.violations, (long long)worst, e->crashes,
+           res.writes_rejected, res.sessions_lost, res.violations, (long long)worst, e->crashes,
            e->external, failures, pass ? "PASS" : "FAIL");
     fflush(stdout);
     if (!pass) {
