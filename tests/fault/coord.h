@@ -196,5 +196,7 @@ struct check_result
 };
 
 int checkHistory(const struct check_input *in, struct check_result *out);
+/* Runs the checker on synthetic histories with known violations. */
+int checkSelfTest(void);
 
 #endif /* TN_FAULT_COORD_H_ */

@@ -288,6 +288,8 @@ int main(int argc, char **argv)
         if (strcmp(a, "--sweep") == 0) {
             envSweep();
             return 0;
+        } else if (strcmp(a, "--self-test") == 0) {
+            return checkSelfTest();
         } else if (strcmp(a, "--seed") == 0) {
             NEEDV();
             e->seed = strtoull(v, NULL, 10);
