@@ -645,6 +645,11 @@ static void eventTimerClosedCb(uv_handle_t *h)
     }
 }
 
+static void closeTimerCb(uv_timer_t *t)
+{
+    loopShutdown(t->data);
+}
+
 void clientCloseExternal(tn_client *c, void (*cb)(void *data), void *data)
 {
     pthread_mutex_lock(&c->mu);
@@ -657,9 +662,10 @@ void clientCloseExternal(tn_client *c, void (*cb)(void *data), void *data)
     c->close_cb = cb;
     c->close_data = data;
     pthread_mutex_unlock(&c->mu);
-    uv_timer_stop(&c->event_timer);
-    loopShutdown(c); /* calls complete with TN_CANCELED, then the handles
-                        close and eventTimerClosedCb runs */
+    /* From the loop, not from inside this call: the calls in flight
+     * complete with TN_CANCELED there, then the handles close and
+     * eventTimerClosedCb runs. */
+    uv_timer_start(&c->event_timer, closeTimerCb, 0, 0);
 }
 
 void tn_client_close(tn_client *c)

@@ -24,6 +24,7 @@
 #include "lib/cluster.h"
 #include "lib/http.h"
 #include "tenure.h"
+#include "tenure/uv.h"
 
 struct fixture
 {
@@ -735,10 +736,19 @@ static void buildExample(struct fixture *f, const char *name)
     if (src == NULL || bin == NULL) {
         fail_msg("TENURE_SOURCE_DIR and TENURE_BIN_DIR must be set");
     }
+    /* A sanitized libtenure needs a sanitized program (the runtime must
+     * come first). */
+#if defined(__SANITIZE_ADDRESS__)
+    const char *san = "-fsanitize=address,undefined";
+#elif defined(__SANITIZE_THREAD__)
+    const char *san = "-fsanitize=thread";
+#else
+    const char *san = "";
+#endif
     snprintf(cmd, sizeof cmd,
-             "cc -Wall -Wextra -Werror -I'%s/include' -o '%s/%s' "
+             "cc %s -Wall -Wextra -Werror -I'%s/include' -o '%s/%s' "
              "'%s/examples/%s.c' -L'%s' -ltenure -Wl,-rpath,'%s'",
-             src, f->tmp, name, src, name, bin, bin);
+             san, src, f->tmp, name, src, name, bin, bin);
     if (system(cmd) != 0) {
         fail_msg("could not build the example: %s", cmd);
     }
@@ -835,6 +845,235 @@ static void test_example_leader_election(void **state)
     clusterPassed(&f->cluster);
 }
 
+/* ---------------------------------------------------- libuv flavour */
+
+struct uvt
+{
+    uv_loop_t loop;
+    tn_client *c;
+    tn_session *s1;
+    tn_session *s2;
+    int opened;
+    int acquired;
+    int acquire_rc[64];
+    tn_lock *locks[64];
+    int released;
+    int release_rc[64];
+    int done;
+    int done_rc;
+    tn_lock *extra;
+    int extra_rc;
+    int order; /* 1: the canceled acquire's callback ran before close's */
+    bool closed;
+    struct tn_uv_req reqs[64];
+    struct tn_uv_req req;
+    struct tn_uv_req req2;
+    struct tn_conflict conflict;
+};
+
+static bool uvRunUntil(struct uvt *u, int *flag, int want, unsigned ms)
+{
+    uint64_t end = nowMs() + ms;
+    while (*flag < want && nowMs() < end) {
+        uv_run(&u->loop, UV_RUN_ONCE);
+    }
+    return *flag >= want;
+}
+
+static void uvOpened(struct tn_uv_req *req, int rc, tn_session *s)
+{
+    struct uvt *u = req->data;
+    assert_int_equal(rc, TN_OK);
+    if (u->s1 == NULL) {
+        u->s1 = s;
+    } else {
+        u->s2 = s;
+    }
+    u->opened++;
+}
+
+static void uvAcquired(struct tn_uv_req *req, int rc, tn_lock *l)
+{
+    struct uvt *u = req->data;
+    int i = (int)(req - u->reqs);
+    u->acquire_rc[i] = rc;
+    u->locks[i] = l;
+    u->acquired++;
+}
+
+static void uvReleased(struct tn_uv_req *req, int rc)
+{
+    struct uvt *u = req->data;
+    int i = (int)(req - u->reqs);
+    u->release_rc[i] = rc;
+    u->released++;
+}
+
+static void uvDone(struct tn_uv_req *req, int rc)
+{
+    struct uvt *u = req->data;
+    u->done_rc = rc;
+    u->done++;
+}
+
+static void uvExtra(struct tn_uv_req *req, int rc, tn_lock *l)
+{
+    struct uvt *u = req->data;
+    u->extra = l;
+    u->extra_rc = rc;
+    if (!u->closed) {
+        u->order = 1;
+    }
+    u->done++;
+}
+
+static void uvClosed(void *data)
+{
+    struct uvt *u = data;
+    u->closed = true;
+}
+
+/* The event-loop flavour on the test's own loop: 64 acquires in flight at
+ * once, status, a conflict, releases, keepalives on the loop, and close
+ * cancelling a waiting acquire before its own callback; the loop ends with
+ * no handle left behind. */
+static void test_uv_flavour(void **state)
+{
+    struct fixture *f = *state;
+    struct uvt *u = calloc(1, sizeof *u);
+    struct tn_acquire_opts o;
+    struct tn_lock_info info;
+    struct tn_cluster_info ci;
+    tn_lock *l;
+    int closed_flag = 0;
+
+    assert_non_null(u);
+    assert_int_equal(uv_loop_init(&u->loop), 0);
+    assert_int_equal(tn_uv_client_open(&u->loop,
+                                       clusterRpcEndpoints(&f->cluster), NULL,
+                                       &u->c),
+                     TN_OK);
+    /* Blocking calls are refused on such a client. */
+    assert_int_equal(tn_session_open(u->c, "x", 1000, NULL, &u->s1),
+                     TN_USAGE);
+    u->s1 = NULL;
+    u->req.data = u;
+    u->req2.data = u;
+    assert_int_equal(
+        tn_uv_session_open(u->c, &u->req, "uv-a", 1000, NULL, uvOpened),
+        TN_OK);
+    assert_int_equal(u->opened, 0); /* never from inside the call */
+    assert_true(uvRunUntil(u, &u->opened, 1, 10000));
+    assert_int_equal(
+        tn_uv_session_open(u->c, &u->req2, "uv-b", 10000, NULL, uvOpened),
+        TN_OK);
+    assert_true(uvRunUntil(u, &u->opened, 2, 10000));
+
+    /* 64 acquires in flight at once. */
+    for (int i = 0; i < 64; i++) {
+        char res[32];
+        snprintf(res, sizeof res, "uv/%d", i);
+        u->reqs[i].data = u;
+        assert_int_equal(
+            tn_uv_lock_acquire(u->s1, &u->reqs[i], res, NULL, uvAcquired),
+            TN_OK);
+    }
+    assert_true(uvRunUntil(u, &u->acquired, 64, 20000));
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(u->acquire_rc[i], TN_OK);
+        assert_true(tn_lock_valid(u->locks[i]));
+        for (int j = 0; j < i; j++) {
+            assert_int_not_equal(tn_lock_token(u->locks[i]),
+                                 tn_lock_token(u->locks[j]));
+        }
+    }
+
+    /* Status and a conflict. */
+    u->done = 0;
+    assert_int_equal(
+        tn_uv_lock_status(u->c, &u->req, "uv/7", NULL, &info, uvDone), TN_OK);
+    assert_true(uvRunUntil(u, &u->done, 1, 10000));
+    assert_int_equal(u->done_rc, TN_OK);
+    assert_int_equal(info.state, TN_STATE_HELD);
+    assert_int_equal(info.holders[0].token, tn_lock_token(u->locks[7]));
+    tn_lock_info_clear(&info);
+    memset(&o, 0, sizeof o);
+    o.conflict = &u->conflict;
+    u->acquired = 0;
+    u->reqs[0].data = u;
+    assert_int_equal(
+        tn_uv_lock_acquire(u->s2, &u->reqs[0], "uv/3", &o, uvAcquired), TN_OK);
+    l = u->locks[0];
+    assert_true(uvRunUntil(u, &u->acquired, 1, 10000));
+    assert_int_equal(u->acquire_rc[0], TN_HELD);
+    assert_string_equal(u->conflict.holder.holder, "uv-a");
+    u->locks[0] = l;
+    u->done = 0;
+    assert_int_equal(tn_uv_cluster_status(u->c, &u->req, &ci, uvDone), TN_OK);
+    assert_true(uvRunUntil(u, &u->done, 1, 10000));
+    assert_int_equal(u->done_rc, TN_OK);
+    assert_int_equal(ci.n_members, 3);
+    tn_cluster_info_clear(&ci);
+
+    /* Keepalives run on the loop: after 2 TTLs the locks are still valid. */
+    {
+        uint64_t end = nowMs() + 2000;
+        while (nowMs() < end) {
+            uv_run(&u->loop, UV_RUN_NOWAIT);
+            sleepMs(5);
+        }
+    }
+    assert_true(tn_lock_valid(u->locks[0]));
+    assert_true(tn_session_valid(u->s1));
+
+    /* Release them all at once. */
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(
+            tn_uv_lock_release(u->locks[i], &u->reqs[i], uvReleased), TN_OK);
+        assert_false(tn_lock_valid(u->locks[i]));
+    }
+    assert_true(uvRunUntil(u, &u->released, 64, 20000));
+    for (int i = 0; i < 64; i++) {
+        assert_int_equal(u->release_rc[i], TN_OK);
+        tn_lock_free(u->locks[i]);
+    }
+
+    /* A waiting acquire, then close: it completes with TN_CANCELED before
+     * the close callback. */
+    assert_int_equal(tn_uv_lock_acquire(u->s1, &u->reqs[1], "uv/wait", NULL,
+                                        uvAcquired),
+                     TN_OK);
+    assert_true(uvRunUntil(u, &u->acquired, 2, 10000));
+    assert_int_equal(u->acquire_rc[1], TN_OK);
+    memset(&o, 0, sizeof o);
+    o.wait_ms = 30000;
+    u->done = 0;
+    assert_int_equal(
+        tn_uv_lock_acquire(u->s2, &u->req2, "uv/wait", &o, uvExtra), TN_OK);
+    for (int i = 0; i < 20; i++) {
+        uv_run(&u->loop, UV_RUN_NOWAIT);
+        sleepMs(10);
+    }
+    assert_int_equal(u->done, 0);
+    tn_uv_client_close(u->c, uvClosed, u);
+    assert_int_equal(u->done, 0); /* not from inside the call */
+    while (!u->closed) {
+        uv_run(&u->loop, UV_RUN_ONCE);
+    }
+    closed_flag = 1;
+    assert_int_equal(u->extra_rc, TN_CANCELED);
+    assert_int_equal(u->order, 1);
+    assert_false(tn_lock_valid(u->locks[1]));
+    tn_lock_free(u->locks[1]);
+    tn_session_abandon(u->s1);
+    tn_session_abandon(u->s2);
+    uv_run(&u->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&u->loop), 0);
+    free(u);
+    assert_int_equal(closed_flag, 1);
+    clusterPassed(&f->cluster);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -850,6 +1089,7 @@ int main(void)
         T(test_tenurectl_exec_kills_child_when_unreachable),
         T(test_example_fenced_writer),
         T(test_example_leader_election),
+        T(test_uv_flavour),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
