@@ -70,6 +70,15 @@ if [ -n "$missing" ] || ! have_raft; then
     $SUDO apt-get install -y -q --no-install-recommends $PKGS
     # shellcheck disable=SC2086
     $SUDO apt-get install -y -q --no-install-recommends $RAFT_FROM libraft-dev
+    # We only want promtool from the prometheus package: if this run
+    # installed it, do not leave its server running on machines with systemd.
+    case " $missing " in
+    *" prometheus "*)
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
+        ;;
+    esac
 fi
 
 if ! have_raft; then

@@ -1657,6 +1657,14 @@ void dispatchHealth(struct dispatch *d, struct dispatch_health *out)
     out->applied_index = adapterAppliedIndex(d->adapter);
     out->ready = out->has_leader && (d->is_leader ? d->ready : true) &&
                  out->applied_index >= out->commit_index && out->commit_index > 0;
+    if (out->ready && !d->is_leader) {
+        /* A follower is ready only once it can relay to the leader. */
+        const char *rpc = NULL;
+        const char *http = NULL;
+        uint64_t leader = adapterLeader(d->adapter, NULL);
+        out->ready = fsmMemberGet(d->fsm, leader, &rpc, &http) &&
+                     rpc != NULL && rpc[0] != '\0';
+    }
 }
 
 /* ------------------------------------------------ leadership and timers */
