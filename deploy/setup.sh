@@ -9,7 +9,8 @@ BUILD=${TENURE_BUILD_DIR:-$ROOT/build}
 
 PKGS="build-essential cmake pkg-config libuv1-dev libprotobuf-c-dev \
 protobuf-c-compiler libcmocka-dev libhttp-parser-dev libjansson-dev \
-curl iproute2 procps prometheus chromium nftables e2fsprogs"
+curl iproute2 procps prometheus chromium nftables e2fsprogs \
+clang libclang-rt-dev"
 
 if ! command -v dpkg-query >/dev/null 2>&1 || [ ! -r /etc/os-release ]; then
     echo "setup: this script installs Debian packages (Debian 12 or 13);" \
