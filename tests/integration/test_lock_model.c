@@ -1,0 +1,957 @@
+/* The lock model of DESIGN §3 end to end over the HTTP shim, on one cluster
+ * of 3 real tenured processes shared by the group (each test uses its own
+ * resources; requests go to a follower, which relays, and to the leader):
+ *
+ *   expiry          a lock without keepalives is freed after its TTL (never
+ *                   before), and its token then gets 410 lease-expired;
+ *   lock-delay      after an expiry nobody gets the lock until
+ *                   lock_delay_until (409 lock-delay, never "free"), a
+ *                   waiter whose wait outlasts the delay gets it right after,
+ *                   a clean release starts no delay;
+ *   shared          many readers at once; a waiting writer stops new
+ *                   readers (writer preference) and gets the lock when the
+ *                   readers leave, then the reader queued behind it;
+ *   semaphore       N permits, each with its own token; the N+1th waits or
+ *                   is refused; a permit count that differs is refused;
+ *   queue hand-off  waiters get the lock in FIFO order, in the same commit
+ *                   as the release (a read right after the release never
+ *                   sees it free); a waiter whose session dies is skipped
+ *                   (410); a waiter whose wait runs out gets 409;
+ *   idempotency     the same Idempotency-Key gets the original answer (same
+ *                   token, Idempotent-Replayed: true), through any node,
+ *                   also after the lock changed hands, which it never
+ *                   touches;
+ *   watch           a long-poll returns soon after a change, and after its
+ *                   wait when nothing changes.
+ *
+ * Every wait is bounded; blocking requests run on threads that record what
+ * they saw (they never assert). */
+#include "lib/test.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/cluster.h"
+#include "lib/http.h"
+
+#define PROBLEM "https://tenure.dev/problems/"
+#define REQ_TIMEOUT_MS 10000
+#define WAIT_TIMEOUT_MS 25000 /* for requests that wait in the queue */
+
+struct suite
+{
+    struct tn_cluster cluster;
+    int leader;
+    int completed; /* tests that ran to their end */
+};
+
+static struct suite *S;
+
+/* ------------------------------------------------------------- helpers */
+
+static uint64_t monoMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wallMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void sleepMs(unsigned ms)
+{
+    struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int leader(void)
+{
+    return S->leader;
+}
+
+static int follower(void)
+{
+    return (S->leader + 1) % 3;
+}
+
+static int port(int node)
+{
+    return clusterHttpPort(&S->cluster, node);
+}
+
+static uint64_t jU64(const json_t *j, const char *key)
+{
+    const json_t *v = json_object_get(j, key);
+    if (json_is_integer(v)) {
+        return (uint64_t)json_integer_value(v);
+    }
+    if (json_is_string(v)) {
+        return strtoull(json_string_value(v), NULL, 10);
+    }
+    return 0;
+}
+
+static const char *jStr(const json_t *j, const char *key)
+{
+    const char *s = json_string_value(json_object_get(j, key));
+    return s != NULL ? s : "";
+}
+
+static const char *problemName(const json_t *j)
+{
+    const char *t = jStr(j, "type");
+    return strncmp(t, PROBLEM, strlen(PROBLEM)) == 0 ? t + strlen(PROBLEM)
+                                                     : t;
+}
+
+/* One request to @node that must answer @want; returns the JSON body (NULL
+ * when empty). The caller frees the JSON and @r. */
+static json_t *call(int node,
+                    const char *method,
+                    const char *path,
+                    const char *headers,
+                    const char *body,
+                    int want,
+                    struct http_response *r)
+{
+    int status = httpRequestTimeout(port(node), method, path, headers, body,
+                                    REQ_TIMEOUT_MS, r);
+    json_t *j = NULL;
+    if (status != want) {
+        fail_msg("%s %s on node %d: %d, want %d: %s", method, path,
+                 clusterNodeId(node), status, want,
+                 r->body != NULL ? r->body : r->error);
+    }
+    if (r->body != NULL && r->body_len > 0) {
+        j = json_loads(r->body, 0, NULL);
+        if (j == NULL) {
+            fail_msg("%s %s: body is not JSON: %s", method, path, r->body);
+        }
+    }
+    return j;
+}
+
+/* Same, for an error that must be problem @problem. */
+static json_t *callProblem(int node,
+                           const char *method,
+                           const char *path,
+                           const char *headers,
+                           const char *body,
+                           int want,
+                           const char *problem,
+                           struct http_response *r)
+{
+    json_t *j = call(node, method, path, headers, body, want, r);
+    if (j == NULL || strcmp(problemName(j), problem) != 0) {
+        fail_msg("%s %s: want problem %s, got %s", method, path, problem,
+                 r->body != NULL ? r->body : "(no body)");
+    }
+    return j;
+}
+
+static uint64_t etag(const struct http_response *r)
+{
+    uint64_t t = 0;
+    if (httpETagToken(r, &t) != 0) {
+        fail_msg("no ETag token");
+    }
+    return t;
+}
+
+static void lockPath(char *buf, size_t len, const char *res)
+{
+    snprintf(buf, len, "/v1/locks/%s", res);
+}
+
+static void ifMatch(char *buf, size_t len, uint64_t token)
+{
+    snprintf(buf, len, "If-Match: \"%" PRIu64 "\"", token);
+}
+
+/* PUT /v1/locks/{res} with @body on @node, which must grant it (201);
+ * returns the token, also checked against the ETag. */
+static uint64_t acquire(int node, const char *res, const char *body)
+{
+    struct http_response r;
+    char path[160];
+    json_t *j;
+    uint64_t t;
+
+    lockPath(path, sizeof path, res);
+    j = call(node, "PUT", path, NULL, body, 201, &r);
+    t = jU64(j, "token");
+    assert_true(t > 0);
+    assert_int_equal(etag(&r), t);
+    json_decref(j);
+    httpResponseFree(&r);
+    return t;
+}
+
+static void release(int node, const char *res, uint64_t token)
+{
+    struct http_response r;
+    char path[160];
+    char h[64];
+    json_t *j;
+
+    lockPath(path, sizeof path, res);
+    ifMatch(h, sizeof h, token);
+    j = call(node, "DELETE", path, h, NULL, 204, &r);
+    json_decref(j);
+    httpResponseFree(&r);
+}
+
+/* GET /v1/locks/{res}[?query] on @node (200). */
+static json_t *lockGet(int node, const char *res, const char *query)
+{
+    struct http_response r;
+    char path[256];
+    json_t *j;
+
+    snprintf(path, sizeof path, "/v1/locks/%s%s%s", res, query ? "?" : "",
+             query ? query : "");
+    j = call(node, "GET", path, NULL, NULL, 200, &r);
+    assert_non_null(j);
+    httpResponseFree(&r);
+    return j;
+}
+
+/* The i-th holder of a state document. */
+static const json_t *holderAt(const json_t *st, size_t i)
+{
+    return json_array_get(json_object_get(st, "holders"), i);
+}
+
+/* Poll the state of @res on @node until @pred holds (bounded); returns the
+ * last state document (the caller frees it) or fails. */
+static json_t *waitFor(int node,
+                       const char *res,
+                       bool (*pred)(const json_t *st, const void *arg),
+                       const void *arg,
+                       unsigned timeout_ms,
+                       const char *what)
+{
+    uint64_t end = monoMs() + timeout_ms;
+    for (;;) {
+        json_t *st = lockGet(node, res, NULL);
+        if (pred(st, arg)) {
+            return st;
+        }
+        if (monoMs() >= end) {
+            char *dump = json_dumps(st, JSON_COMPACT);
+            fail_msg("%s: %s not reached within %u ms: %s", res, what,
+                     timeout_ms, dump ? dump : "?");
+        }
+        json_decref(st);
+        sleepMs(50);
+    }
+}
+
+static bool queueIs(const json_t *st, const void *arg)
+{
+    return jU64(st, "queue_len") == *(const uint64_t *)arg;
+}
+
+static bool stateIs(const json_t *st, const void *arg)
+{
+    return strcmp(jStr(st, "state"), (const char *)arg) == 0;
+}
+
+/* Wait until @res has @n queued acquires. */
+static void waitQueue(const char *res, uint64_t n)
+{
+    json_decref(waitFor(leader(), res, queueIs, &n, 10000, "queue length"));
+}
+
+/* ------------------------------------------------- background requests */
+
+struct bg
+{
+    pthread_t thread;
+    int port;
+    char method[8];
+    char path[256];
+    char headers[256];
+    char body[256];
+    int timeout_ms;
+    /* results */
+    int status;
+    uint64_t token;
+    char problem[64];
+    char text[512];
+    uint64_t sent_ms;
+    uint64_t done_ms;
+    uint64_t done_wall_ms;
+};
+
+static void *bgMain(void *arg)
+{
+    struct bg *b = arg;
+    struct http_response r;
+    json_t *j = NULL;
+
+    b->sent_ms = monoMs();
+    b->status = httpRequestTimeout(b->port, b->method, b->path,
+                                   b->headers[0] ? b->headers : NULL,
+                                   b->body[0] ? b->body : NULL, b->timeout_ms,
+                                   &r);
+    b->done_ms = monoMs();
+    b->done_wall_ms = wallMs();
+    if (r.body != NULL && r.body_len > 0) {
+        j = json_loads(r.body, 0, NULL);
+    }
+    if (j != NULL) {
+        b->token = jU64(j, "token");
+        snprintf(b->problem, sizeof b->problem, "%s", problemName(j));
+    }
+    snprintf(b->text, sizeof b->text, "%s",
+             r.body != NULL ? r.body : r.error);
+    json_decref(j);
+    httpResponseFree(&r);
+    return NULL;
+}
+
+/* Start @method @path with @body on @node in the background. */
+static void bgStart(struct bg *b,
+                    int node,
+                    const char *method,
+                    const char *path,
+                    const char *body,
+                    int timeout_ms)
+{
+    memset(b, 0, sizeof *b);
+    b->port = port(node);
+    snprintf(b->method, sizeof b->method, "%s", method);
+    snprintf(b->path, sizeof b->path, "%s", path);
+    snprintf(b->body, sizeof b->body, "%s", body ? body : "");
+    b->timeout_ms = timeout_ms;
+    assert_int_equal(pthread_create(&b->thread, NULL, bgMain, b), 0);
+}
+
+/* Start a waiting acquire of @res with @body. */
+static void bgAcquire(struct bg *b, int node, const char *res, const char *body)
+{
+    char path[160];
+    lockPath(path, sizeof path, res);
+    bgStart(b, node, "PUT", path, body, WAIT_TIMEOUT_MS);
+}
+
+static void bgJoin(struct bg *b)
+{
+    pthread_join(b->thread, NULL);
+}
+
+/* ----------------------------------------------------------- lifecycle */
+
+static int groupSetUp(void **state)
+{
+    (void)state;
+    S = calloc(1, sizeof *S);
+    if (S == NULL) {
+        return -1;
+    }
+    if (clusterStart(&S->cluster, 3) != 0) {
+        fprintf(stderr, "clusterStart: %s\n", S->cluster.errmsg);
+        return -1;
+    }
+    S->leader = clusterWaitLeader(&S->cluster, 15000);
+    if (S->leader < 0 || clusterWaitReady(&S->cluster, 15000) != 0) {
+        fprintf(stderr, "cluster not ready: %s\n", S->cluster.errmsg);
+        return -1;
+    }
+    return 0;
+}
+
+static int groupTearDown(void **state)
+{
+    (void)state;
+    if (S != NULL) {
+        clusterDestroy(&S->cluster);
+        free(S);
+        S = NULL;
+    }
+    return 0;
+}
+
+/* Every test ends with this: the leader did not change under us (the
+ * group's timing checks assume one leader). */
+static void sameLeader(void)
+{
+    int l = clusterWaitLeader(&S->cluster, 5000);
+    if (l != S->leader) {
+        clusterFailed(&S->cluster);
+        fail_msg("the leader changed during the test (%d -> %d): %s",
+                 clusterNodeId(S->leader), l >= 0 ? clusterNodeId(l) : -1,
+                 S->cluster.errmsg);
+    }
+    S->completed++;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* A lock whose session is never kept alive is freed after its TTL (1 s,
+ * the server's minimum), not before; afterwards its token is refused with
+ * 410 lease-expired (renew and release) and 412 at the write gate, and the
+ * next holder gets a larger token. */
+static void test_expiry(void **state)
+{
+    const char *res = "model/expiry";
+    struct http_response r;
+    char path[160];
+    char h[64];
+    uint64_t t0;
+    uint64_t t;
+    uint64_t t2;
+    uint64_t freed = 0;
+    json_t *j;
+    (void)state;
+
+    lockPath(path, sizeof path, res);
+    t0 = monoMs();
+    j = call(follower(), "PUT", path, NULL,
+             "{\"holder\":\"e1\",\"ttl_ms\":1000}", 201, &r);
+    t = jU64(j, "token");
+    assert_int_equal(jU64(j, "ttl_ms"), 1000);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    while (monoMs() < t0 + 10000) {
+        json_t *st = lockGet(follower(), res, NULL);
+        uint64_t answered = monoMs();
+        if (strcmp(jStr(st, "state"), "held") != 0) {
+            assert_string_equal(jStr(st, "state"), "free");
+            if (answered < t0 + 1000) {
+                fail_msg("freed %" PRIu64 " ms after the acquire was sent, "
+                         "before its 1000 ms TTL",
+                         answered - t0);
+            }
+            freed = answered;
+            json_decref(st);
+            break;
+        }
+        assert_int_equal(jU64(holderAt(st, 0), "token"), t);
+        json_decref(st);
+        sleepMs(50);
+    }
+    if (freed == 0) {
+        fail_msg("%s still held 10 s after a 1 s TTL", res);
+    }
+
+    ifMatch(h, sizeof h, t);
+    j = callProblem(leader(), "DELETE", path, h, NULL, 410, "lease-expired",
+                    &r);
+    assert_int_equal(jU64(j, "token"), t);
+    json_decref(j);
+    httpResponseFree(&r);
+    j = callProblem(follower(), "PUT", path, h, NULL, 410, "lease-expired",
+                    &r);
+    json_decref(j);
+    httpResponseFree(&r);
+    snprintf(path, sizeof path, "/v1/fence/%s?token=%" PRIu64, res, t);
+    j = callProblem(follower(), "GET", path, NULL, NULL, 412, "token-stale",
+                    &r);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    t2 = acquire(leader(), res, "{\"holder\":\"e2\",\"ttl_ms\":10000}");
+    assert_true(t2 > t);
+    release(leader(), res, t2);
+    sameLeader();
+}
+
+/* Lock-delay: freed by expiry with lock_delay_ms 3000, the resource is in
+ * "lock-delay" until lock_delay_until; an acquire meanwhile gets 409
+ * lock-delay (with lock_delay_until and Retry-After), also when it would
+ * wait less than the delay; one that waits longer gets the lock right
+ * after the delay ends (not before). A clean release starts no delay. */
+static void test_lock_delay(void **state)
+{
+    const char *res = "model/delay";
+    struct http_response r;
+    struct bg waiter;
+    char path[160];
+    uint64_t t1;
+    uint64_t until;
+    uint64_t t3;
+    json_t *j;
+    json_t *st;
+    (void)state;
+
+    lockPath(path, sizeof path, res);
+    t1 = acquire(follower(), res,
+                 "{\"holder\":\"d1\",\"ttl_ms\":1000,\"lock_delay_ms\":3000}");
+    st = waitFor(leader(), res, stateIs, "lock-delay", 8000, "lock-delay");
+    until = jU64(st, "lock_delay_until_ms");
+    assert_true(until > 0);
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 0);
+    json_decref(st);
+
+    j = callProblem(follower(), "PUT", path, NULL,
+                    "{\"holder\":\"d2\",\"ttl_ms\":5000}", 409, "lock-delay",
+                    &r);
+    assert_int_equal(jU64(j, "lock_delay_until_ms"), until);
+    assert_non_null(r.retry_after);
+    assert_true(strtol(r.retry_after, NULL, 10) >= 1);
+    json_decref(j);
+    httpResponseFree(&r);
+    /* A wait that ends before the delay does is refused at once. */
+    j = callProblem(leader(), "PUT", path, NULL,
+                    "{\"holder\":\"d2\",\"ttl_ms\":5000,\"wait_ms\":200}",
+                    409, "lock-delay", &r);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    /* A wait that outlasts the delay: granted once it ends. */
+    bgAcquire(&waiter, follower(), res,
+              "{\"holder\":\"d3\",\"ttl_ms\":10000,\"wait_ms\":15000,"
+              "\"lock_delay_ms\":3000}");
+    bgJoin(&waiter);
+    if (waiter.status != 201) {
+        fail_msg("waiter through the lock-delay: %d %s", waiter.status,
+                 waiter.text);
+    }
+    t3 = waiter.token;
+    assert_true(t3 > t1);
+    /* Cluster time is the leader's wall clock: the grant cannot have been
+     * answered before lock_delay_until. */
+    if (waiter.done_wall_ms + 5 < until) {
+        fail_msg("granted %" PRIu64 " ms before the lock-delay ended",
+                 until - waiter.done_wall_ms);
+    }
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "state"), "held");
+    assert_string_equal(jStr(holderAt(st, 0), "holder"), "d3");
+    json_decref(st);
+
+    /* A clean release (even of a lock that asked for a lock-delay) leaves
+     * the resource free at once. */
+    release(leader(), res, t3);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "state"), "free");
+    json_decref(st);
+    release(leader(), res,
+            acquire(follower(), res, "{\"holder\":\"d4\",\"ttl_ms\":5000}"));
+    sameLeader();
+}
+
+/* Shared locks: two readers at once; a writer waits; a third reader is
+ * refused while the writer waits (writer preference) and a fourth queues
+ * behind it; when both readers leave the writer gets the lock, then the
+ * queued reader after the writer leaves. Tokens keep increasing. */
+static void test_shared_writer_preference(void **state)
+{
+    const char *res = "model/shared";
+    struct http_response r;
+    struct bg writer;
+    struct bg reader;
+    char path[160];
+    uint64_t ta;
+    uint64_t tb;
+    json_t *st;
+    json_t *j;
+    (void)state;
+
+    lockPath(path, sizeof path, res);
+    ta = acquire(follower(), res,
+                 "{\"holder\":\"r1\",\"ttl_ms\":15000,\"mode\":\"shared\"}");
+    tb = acquire(leader(), res,
+                 "{\"holder\":\"r2\",\"ttl_ms\":15000,\"mode\":\"shared\"}");
+    assert_true(tb > ta);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "mode"), "shared");
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 2);
+    json_decref(st);
+
+    bgAcquire(&writer, follower(), res,
+              "{\"holder\":\"w\",\"ttl_ms\":15000,\"wait_ms\":15000}");
+    waitQueue(res, 1);
+    j = callProblem(leader(), "PUT", path, NULL,
+                    "{\"holder\":\"r3\",\"ttl_ms\":15000,\"mode\":\"shared\"}",
+                    409, "lock-held", &r);
+    assert_int_equal(jU64(j, "queue_len"), 1);
+    json_decref(j);
+    httpResponseFree(&r);
+    bgAcquire(&reader, leader(), res,
+              "{\"holder\":\"r4\",\"ttl_ms\":15000,\"mode\":\"shared\","
+              "\"wait_ms\":15000}");
+    waitQueue(res, 2);
+
+    release(leader(), res, ta);
+    st = lockGet(leader(), res, NULL);
+    assert_string_equal(jStr(st, "mode"), "shared");
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 1);
+    assert_int_equal(jU64(st, "queue_len"), 2);
+    json_decref(st);
+
+    release(follower(), res, tb);
+    bgJoin(&writer);
+    if (writer.status != 201) {
+        fail_msg("writer: %d %s", writer.status, writer.text);
+    }
+    assert_true(writer.token > tb);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "mode"), "exclusive");
+    assert_string_equal(jStr(holderAt(st, 0), "holder"), "w");
+    assert_int_equal(jU64(st, "queue_len"), 1);
+    json_decref(st);
+
+    release(leader(), res, writer.token);
+    bgJoin(&reader);
+    if (reader.status != 201) {
+        fail_msg("reader behind the writer: %d %s", reader.status,
+                 reader.text);
+    }
+    assert_true(reader.token > writer.token);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "mode"), "shared");
+    assert_string_equal(jStr(holderAt(st, 0), "holder"), "r4");
+    json_decref(st);
+    release(follower(), res, reader.token);
+    sameLeader();
+}
+
+/* A semaphore of 3 permits: three holders, each with its own (increasing)
+ * token, listed in the state; the fourth is refused (409); a request
+ * naming another permit count is refused (422); a freed permit goes to
+ * the next acquire; renewing one permit leaves the others alone. */
+static void test_semaphore(void **state)
+{
+    const char *res = "model/sem";
+    static const char body_fmt[] =
+        "{\"holder\":\"p%d\",\"ttl_ms\":15000,\"mode\":\"semaphore\","
+        "\"permits\":%d}";
+    struct http_response r;
+    char path[160];
+    char body[160];
+    char h[64];
+    uint64_t t[4];
+    json_t *st;
+    json_t *j;
+    (void)state;
+
+    lockPath(path, sizeof path, res);
+    for (int k = 0; k < 3; k++) {
+        snprintf(body, sizeof body, body_fmt, k, 3);
+        t[k] = acquire(k % 2 ? leader() : follower(), res, body);
+        if (k > 0) {
+            assert_true(t[k] > t[k - 1]);
+        }
+    }
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "mode"), "semaphore");
+    assert_int_equal(jU64(st, "permits"), 3);
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 3);
+    for (size_t k = 0; k < 3; k++) {
+        assert_int_equal(jU64(holderAt(st, k), "token"), t[k]);
+    }
+    json_decref(st);
+
+    snprintf(body, sizeof body, body_fmt, 3, 3);
+    j = callProblem(follower(), "PUT", path, NULL, body, 409, "lock-held",
+                    &r);
+    json_decref(j);
+    httpResponseFree(&r);
+    snprintf(body, sizeof body, body_fmt, 3, 2);
+    j = callProblem(leader(), "PUT", path, NULL, body, 422, "invalid-value",
+                    &r);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    release(follower(), res, t[1]);
+    snprintf(body, sizeof body, body_fmt, 3, 3);
+    t[3] = acquire(leader(), res, body);
+    assert_true(t[3] > t[2]);
+
+    ifMatch(h, sizeof h, t[0]);
+    j = call(follower(), "PUT", path, h, NULL, 200, &r);
+    assert_int_equal(etag(&r), t[0]);
+    json_decref(j);
+    httpResponseFree(&r);
+    st = lockGet(leader(), res, NULL);
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 3);
+    json_decref(st);
+    release(leader(), res, t[0]);
+    release(leader(), res, t[2]);
+    release(leader(), res, t[3]);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "state"), "free");
+    json_decref(st);
+    sameLeader();
+}
+
+/* FIFO hand-off: a holder, then four waiters in order; the first waiter's
+ * session dies while it waits (410 session-expired, skipped); each release
+ * hands the lock to the next live waiter in the same commit (the read right
+ * after the 204 already shows the next holder), in FIFO order with
+ * increasing tokens. Meanwhile, on another resource, a waiter whose
+ * wait_ms runs out gets 409 lock-held. */
+static void test_queue_handoff(void **state)
+{
+    const char *res = "model/queue";
+    const char *res2 = "model/queue-timeout";
+    struct http_response r;
+    struct bg dead;
+    struct bg w[3];
+    struct bg late;
+    char body[160];
+    uint64_t th;
+    uint64_t th2;
+    uint64_t sid;
+    uint64_t prev;
+    json_t *j;
+    json_t *st;
+    (void)state;
+
+    /* Runs out while the rest goes on. */
+    th2 = acquire(leader(), res2, "{\"holder\":\"h2\",\"ttl_ms\":20000}");
+    bgAcquire(&late, follower(), res2,
+              "{\"holder\":\"late\",\"ttl_ms\":10000,\"wait_ms\":1500}");
+
+    th = acquire(leader(), res, "{\"holder\":\"h\",\"ttl_ms\":20000}");
+    j = call(leader(), "POST", "/v1/sessions", NULL,
+             "{\"holder\":\"dies\",\"ttl_ms\":1000}", 201, &r);
+    sid = jU64(j, "session");
+    json_decref(j);
+    httpResponseFree(&r);
+    snprintf(body, sizeof body, "{\"session\":%" PRIu64 ",\"wait_ms\":15000}",
+             sid);
+    bgAcquire(&dead, follower(), res, body);
+    waitQueue(res, 1);
+    for (int k = 0; k < 3; k++) {
+        snprintf(body, sizeof body,
+                 "{\"holder\":\"q%d\",\"ttl_ms\":20000,\"wait_ms\":15000}", k);
+        bgAcquire(&w[k], k % 2 ? leader() : follower(), res, body);
+        waitQueue(res, (uint64_t)k + 2);
+    }
+
+    /* The session of the first waiter is never kept alive. */
+    bgJoin(&dead);
+    if (dead.status != 410 || strcmp(dead.problem, "session-expired") != 0) {
+        fail_msg("waiter whose session expired: %d %s", dead.status,
+                 dead.text);
+    }
+    waitQueue(res, 3);
+
+    prev = th;
+    release(follower(), res, th);
+    for (int k = 0; k < 3; k++) {
+        st = lockGet(leader(), res, NULL);
+        assert_string_equal(jStr(st, "state"), "held");
+        {
+            char want[8];
+            snprintf(want, sizeof want, "q%d", k);
+            assert_string_equal(jStr(holderAt(st, 0), "holder"), want);
+        }
+        assert_int_equal(jU64(st, "queue_len"), (uint64_t)(2 - k));
+        json_decref(st);
+        bgJoin(&w[k]);
+        if (w[k].status != 201) {
+            fail_msg("waiter q%d: %d %s", k, w[k].status, w[k].text);
+        }
+        assert_true(w[k].token > prev);
+        prev = w[k].token;
+        release(k % 2 ? follower() : leader(), res, w[k].token);
+    }
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "state"), "free");
+    json_decref(st);
+
+    bgJoin(&late);
+    if (late.status != 409 || strcmp(late.problem, "lock-held") != 0) {
+        fail_msg("waiter whose wait ran out: %d %s", late.status, late.text);
+    }
+    /* It waited (about 1.5 s of cluster time), not for ever. */
+    if (late.done_ms - late.sent_ms < 1000 ||
+        late.done_ms - late.sent_ms > 9000) {
+        fail_msg("a 1500 ms wait answered after %" PRIu64 " ms",
+                 late.done_ms - late.sent_ms);
+    }
+    release(leader(), res2, th2);
+    sameLeader();
+}
+
+/* Idempotency-Key: the retry of an acquire (through another node) gets the
+ * original answer (200, same token, Idempotent-Replayed: true) and grants
+ * nothing; the retry of a release too (204 replayed), also after someone
+ * newer took the lock, which stays untouched; so does a replay of the
+ * original acquire by then. */
+static void test_idempotent_replay(void **state)
+{
+    const char *res = "model/idem";
+    char k1[96];
+    char k2[96];
+    char h[192];
+    char path[160];
+    struct http_response r;
+    const char *rep;
+    uint64_t t;
+    uint64_t tj;
+    json_t *j;
+    json_t *st;
+    static const char body[] = "{\"holder\":\"i\",\"ttl_ms\":15000}";
+    (void)state;
+
+    lockPath(path, sizeof path, res);
+    snprintf(k1, sizeof k1, "Idempotency-Key: model-acquire-%d-%" PRIu64,
+             (int)getpid(), wallMs());
+    snprintf(k2, sizeof k2, "Idempotency-Key: model-release-%d-%" PRIu64,
+             (int)getpid(), wallMs());
+
+    j = call(follower(), "PUT", path, k1, body, 201, &r);
+    t = jU64(j, "token");
+    rep = httpHeader(&r, "Idempotent-Replayed");
+    assert_true(rep == NULL || strcmp(rep, "true") != 0);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    j = call(leader(), "PUT", path, k1, body, 200, &r);
+    assert_int_equal(jU64(j, "token"), t);
+    assert_int_equal(etag(&r), t);
+    assert_true(json_is_true(json_object_get(j, "replayed")));
+    rep = httpHeader(&r, "Idempotent-Replayed");
+    assert_non_null(rep);
+    assert_string_equal(rep, "true");
+    json_decref(j);
+    httpResponseFree(&r);
+    /* One grant only: anybody else is refused. */
+    j = callProblem(follower(), "PUT", path, NULL,
+                    "{\"holder\":\"other\",\"ttl_ms\":5000}", 409,
+                    "lock-held", &r);
+    assert_int_equal(jU64(j, "holder_token"), t);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    snprintf(h, sizeof h, "If-Match: \"%" PRIu64 "\"\r\n%s", t, k2);
+    j = call(leader(), "DELETE", path, h, NULL, 204, &r);
+    json_decref(j);
+    httpResponseFree(&r);
+    j = call(follower(), "DELETE", path, h, NULL, 204, &r);
+    rep = httpHeader(&r, "Idempotent-Replayed");
+    assert_non_null(rep);
+    assert_string_equal(rep, "true");
+    json_decref(j);
+    httpResponseFree(&r);
+
+    /* Someone newer takes it; the old retries leave it alone. */
+    tj = acquire(leader(), res, "{\"holder\":\"j\",\"ttl_ms\":15000}");
+    assert_true(tj > t);
+    j = call(follower(), "DELETE", path, h, NULL, 204, &r);
+    json_decref(j);
+    httpResponseFree(&r);
+    j = call(leader(), "PUT", path, k1, body, 200, &r);
+    assert_int_equal(jU64(j, "token"), t);
+    json_decref(j);
+    httpResponseFree(&r);
+    st = lockGet(follower(), res, NULL);
+    assert_string_equal(jStr(st, "state"), "held");
+    assert_int_equal(json_array_size(json_object_get(st, "holders")), 1);
+    assert_int_equal(jU64(holderAt(st, 0), "token"), tj);
+    assert_string_equal(jStr(holderAt(st, 0), "holder"), "j");
+    json_decref(st);
+    release(follower(), res, tj);
+    sameLeader();
+}
+
+/* Watch: a long-poll (index, wait=5s) on a follower returns soon after the
+ * lock changes, with a larger index; with nothing changing, one with
+ * wait=2s returns after about 2 s with the same index; an index already
+ * passed answers at once. */
+static void test_watch(void **state)
+{
+    const char *res = "model/watch";
+    struct bg poll;
+    char path[256];
+    uint64_t t;
+    uint64_t index;
+    uint64_t index2;
+    uint64_t t_change;
+    uint64_t start;
+    json_t *st;
+    (void)state;
+
+    t = acquire(leader(), res, "{\"holder\":\"watched\",\"ttl_ms\":15000}");
+    st = lockGet(follower(), res, NULL);
+    index = jU64(st, "index");
+    assert_true(index > 0);
+    json_decref(st);
+
+    snprintf(path, sizeof path, "/v1/locks/%s?index=%" PRIu64 "&wait=5s", res,
+             index);
+    bgStart(&poll, follower(), "GET", path, NULL, 15000);
+    sleepMs(700);
+    t_change = monoMs();
+    release(leader(), res, t);
+    bgJoin(&poll);
+    if (poll.status != 200) {
+        fail_msg("long-poll: %d %s", poll.status, poll.text);
+    }
+    st = json_loads(poll.text, 0, NULL);
+    assert_non_null(st);
+    assert_string_equal(jStr(st, "state"), "free");
+    index2 = jU64(st, "index");
+    assert_true(index2 > index);
+    json_decref(st);
+    if (poll.done_ms < t_change || poll.done_ms - t_change > 2500) {
+        fail_msg("long-poll answered %" PRId64 " ms after the change",
+                 (int64_t)(poll.done_ms - t_change));
+    }
+
+    /* Nothing changes: answered when the wait ends. */
+    snprintf(path, sizeof path, "index=%" PRIu64 "&wait=2s", index2);
+    start = monoMs();
+    st = lockGet(follower(), res, path);
+    if (monoMs() - start < 1900 || monoMs() - start > 6000) {
+        fail_msg("a 2 s long-poll without a change answered after %" PRIu64
+                 " ms",
+                 monoMs() - start);
+    }
+    assert_int_equal(jU64(st, "index"), index2);
+    assert_string_equal(jStr(st, "state"), "free");
+    json_decref(st);
+
+    /* An index from the past: at once. */
+    snprintf(path, sizeof path, "index=%" PRIu64 "&wait=5s", index);
+    start = monoMs();
+    st = lockGet(leader(), res, path);
+    assert_true(monoMs() - start < 1500);
+    assert_int_equal(jU64(st, "index"), index2);
+    json_decref(st);
+    sameLeader();
+}
+
+/* Last: quiet teardown only when every test above ran to its end. */
+static void test_all_passed(void **state)
+{
+    (void)state;
+    assert_int_equal(S->completed, 7);
+    clusterPassed(&S->cluster);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_expiry),
+        cmocka_unit_test(test_lock_delay),
+        cmocka_unit_test(test_shared_writer_preference),
+        cmocka_unit_test(test_semaphore),
+        cmocka_unit_test(test_queue_handoff),
+        cmocka_unit_test(test_idempotent_replay),
+        cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_all_passed),
+    };
+    return cmocka_run_group_tests(tests, groupSetUp, groupTearDown);
+}
