@@ -275,6 +275,7 @@ struct bench
     const char *cluster_script;
     bool forward;
     bool quiet;
+    uint64_t retry_cap_ms; /* longest backoff between retries */
     char run_id[16];
 
     /* nodes */
@@ -288,6 +289,7 @@ struct bench
     uint64_t t_stop;       /* measuring ended */
     bool measuring;
     int stopping;          /* 0 running, 1 draining, 2 giving up */
+    bool aborted;          /* the workload gave up: exit non-zero */
     uint64_t ops_done;     /* every completed op (cap) */
     int clients_done;
     uv_timer_t stop_timer;

@@ -370,9 +370,23 @@ static void retryLater(struct call *k, int why, uint64_t ms)
     uv_timer_start(&k->timer, retryCb, ms, 0);
 }
 
+/* Backoff for failures that may last (lost connection, no quorum): 5 ms,
+ * doubling per attempt up to the workload's cap, with jitter. */
+static uint64_t backoffMs(const struct call *k)
+{
+    uint64_t ms = 5;
+    for (uint32_t i = 1; i < k->attempts && ms < B->retry_cap_ms; i++) {
+        ms *= 2;
+    }
+    if (ms > B->retry_cap_ms) {
+        ms = B->retry_cap_ms;
+    }
+    return ms / 2 + (uint64_t)rand() % (ms / 2 + 1);
+}
+
 static void callFailed(struct call *k, int status)
 {
-    retryLater(k, status, 5 + (uint64_t)(rand() % 10));
+    retryLater(k, status, backoffMs(k));
 }
 
 static void callOnReply(struct call *k, const Tn__Response *r)
@@ -396,7 +410,7 @@ static void callOnReply(struct call *k, const Tn__Response *r)
     case TN__STATUS__COMMIT_UNKNOWN:
     case TN__STATUS__RATE_LIMITED:
     case TN__STATUS__TIMEOUT:
-        retryLater(k, r->status, 5 + (uint64_t)(rand() % 10));
+        retryLater(k, r->status, backoffMs(k));
         return;
     default:
         break;

@@ -600,6 +600,7 @@ int main(int argc, char **argv)
     B->locks = 100000;
     B->window = 32;
     B->repeat = 5;
+    B->retry_cap_ms = 200;
     B->grants.limit = 50u * 1000 * 1000;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
@@ -771,5 +772,8 @@ int main(int argc, char **argv)
         benchStopMeasuring();
     }
     report();
+    if (B->aborted) {
+        return 1;
+    }
     return B->h[0].count > 0 || B->wl == WL_FILL ? 0 : 1;
 }

@@ -296,6 +296,8 @@ int wlFailover(void)
     B->op_names[1] = "acquire";
     B->op_names[2] = "release";
     B->before_report = foReport;
+    /* Retry often: the backoff must not hide when service came back. */
+    B->retry_cap_ms = 10;
     rconnInit(&FO.pc, B->target_rpc, 4);
     callInit(&FO.pk, &FO.pc, probeDone, NULL);
     uv_timer_init(B->loop, &FO.tick);

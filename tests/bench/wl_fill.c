@@ -64,7 +64,10 @@ static struct
     struct proc_sample closed[BENCH_MAX_NODES];
     struct proc_sample self_filled;
     uint64_t failed_by_phase[PH_DONE];
+    uint64_t t_progress; /* last successful reply */
 } F;
+
+#define STALL_NS (30ull * 1000000000ull)
 
 static const char *const phaseNames[] = { "open", "acquire", "hold", "close" };
 
@@ -132,6 +135,7 @@ static void kaDone(struct call *k, int status, const Tn__Response *r)
             F.safe[s] = su;
         }
         F.ka_ok++;
+        F.t_progress = nowNs();
         if (F.phase == PH_HOLD && B->measuring) {
             histRecord(&B->h[0], nowNs() - k->t_first);
         }
@@ -155,6 +159,20 @@ static void tickCb(uv_timer_t *t)
     double period_ms = (double)B->ttl_ms / 3.0;
     (void)t;
     if (F.phase >= PH_DONE) {
+        return;
+    }
+    if (nowNs() - F.t_progress > STALL_NS) {
+        /* Nothing answered for 30 s (the cluster is gone?): stop here
+         * rather than retrying every request to its deadline. */
+        fprintf(stderr, "tnbench: fill: no successful reply for 30 s in "
+                        "phase %s; giving up\n",
+                phaseNames[F.phase]);
+        B->aborted = true;
+        if (F.phase < PH_HOLD) {
+            F.failed_by_phase[F.phase] = F.failed;
+        }
+        F.phase = PH_DONE;
+        uv_stop(B->loop);
         return;
     }
     F.ka_quota += (double)F.nsess * TICK_MS / period_ms;
@@ -232,7 +250,9 @@ static void jobDone(struct call *k, int status, const Tn__Response *r)
     default:
         break;
     }
-    if (!ok) {
+    if (ok) {
+        F.t_progress = now;
+    } else {
         F.failed++;
         benchError(status == TN__STATUS__OK ? CALL_EPROTO : status);
         if (status == TN__STATUS__SESSION_EXPIRED) {
@@ -368,6 +388,7 @@ static void limitCb(uv_timer_t *t)
 {
     (void)t;
     fprintf(stderr, "tnbench: fill: over its time limit, stopping\n");
+    B->aborted = true;
     if (F.phase < PH_HOLD) {
         F.failed_by_phase[F.phase] = F.failed;
     }
@@ -464,10 +485,11 @@ int wlFill(void)
     sampleNodes(F.base);
     B->before_report = fillReport;
     B->t0 = nowNs();
+    F.t_progress = B->t0;
     uv_timer_init(B->loop, &F.tick);
     uv_timer_start(&F.tick, tickCb, TICK_MS, TICK_MS);
     uv_timer_init(B->loop, &F.limit);
-    uv_timer_start(&F.limit, limitCb, 1800 * 1000, 0);
+    uv_timer_start(&F.limit, limitCb, 1800 * 1000, 0); /* 30 minutes */
     fillPhase(PH_OPEN);
     return 0;
 }
