@@ -22,7 +22,11 @@
  *                   also after the lock changed hands, which it never
  *                   touches;
  *   watch           a long-poll returns soon after a change, and after its
- *                   wait when nothing changes.
+ *                   wait when nothing changes;
+ *   valid_for_ms    a lock acquired in an existing session stays held for
+ *                   the valid_for_ms its 201 promised (from the send);
+ *   long waits      a wait_ms longer than the ttl_ms of the shim's
+ *                   per-lock session is still a wait of wait_ms.
  *
  * Every wait is bounded; blocking requests run on threads that record what
  * they saw (they never assert). */
@@ -933,12 +937,105 @@ static void test_watch(void **state)
     sameLeader();
 }
 
-/* Last: quiet teardown only when every test above ran to its end. */
+/* valid_for_ms is a promise (docs/http.md): "how long you may act on the
+ * lock, measured from when you sent the request". It must hold for a lock
+ * acquired in an existing session too: a session of 2 s opened and never
+ * kept alive, a lock acquired in it 1.4 s later; the lock must stay held
+ * until at least the acquire's send time + valid_for_ms (else another
+ * client can get it while this one is still told it may write). */
+static void test_valid_for_honoured_in_session(void **state)
+{
+    const char *res = "model/valid-for";
+    struct http_response r;
+    char path[160];
+    char body[96];
+    uint64_t sid;
+    uint64_t t_send;
+    uint64_t valid_for;
+    uint64_t token;
+    uint64_t freed = 0;
+    json_t *j;
+    (void)state;
+
+    j = call(leader(), "POST", "/v1/sessions", NULL,
+             "{\"holder\":\"v\",\"ttl_ms\":2000}", 201, &r);
+    sid = jU64(j, "session");
+    json_decref(j);
+    httpResponseFree(&r);
+    sleepMs(1400);
+
+    lockPath(path, sizeof path, res);
+    snprintf(body, sizeof body, "{\"session\":%" PRIu64 "}", sid);
+    t_send = monoMs();
+    j = call(leader(), "PUT", path, NULL, body, 201, &r);
+    token = jU64(j, "token");
+    valid_for = jU64(j, "valid_for_ms");
+    assert_true(valid_for > 0);
+    json_decref(j);
+    httpResponseFree(&r);
+
+    while (monoMs() < t_send + valid_for + 8000) {
+        json_t *st = lockGet(follower(), res, NULL);
+        uint64_t answered = monoMs();
+        if (strcmp(jStr(st, "state"), "held") != 0) {
+            freed = answered;
+            json_decref(st);
+            break;
+        }
+        assert_int_equal(jU64(holderAt(st, 0), "token"), token);
+        json_decref(st);
+        sleepMs(50);
+    }
+    if (freed == 0) {
+        fail_msg("%s never expired", res);
+    }
+    if (freed < t_send + valid_for) {
+        fail_msg("the lock acquired in session %" PRIu64 " was freed %" PRIu64
+                 " ms after the acquire was sent, but the 201 said "
+                 "valid_for_ms %" PRIu64
+                 ": an acquire does not extend its session's lease on the "
+                 "leader, while the answer promises a full TTL",
+                 sid, freed - t_send, valid_for);
+    }
+    S->completed++;
+}
+
+/* wait_ms without a session: the shim opens a session of ttl_ms for this
+ * one lock. A wait longer than that TTL must still be a wait of wait_ms
+ * (DESIGN §3: "wait up to wait_ms in a server-side FIFO queue"): the
+ * holder releases after 2.5 s, the waiter (ttl_ms 1000, wait_ms 6000)
+ * gets the lock. */
+static void test_wait_longer_than_ttl(void **state)
+{
+    const char *res = "model/long-wait";
+    struct bg waiter;
+    uint64_t th;
+    (void)state;
+
+    th = acquire(leader(), res, "{\"holder\":\"h\",\"ttl_ms\":20000}");
+    bgAcquire(&waiter, follower(), res,
+              "{\"holder\":\"w\",\"ttl_ms\":1000,\"wait_ms\":6000}");
+    waitQueue(res, 1);
+    sleepMs(2500);
+    release(leader(), res, th);
+    bgJoin(&waiter);
+    if (waiter.status != 201) {
+        fail_msg("a waiter (ttl_ms 1000, wait_ms 6000) for a lock released "
+                 "after 2.5 s got %d after %" PRIu64 " ms: %s",
+                 waiter.status, waiter.done_ms - waiter.sent_ms, waiter.text);
+    }
+    release(leader(), res, waiter.token);
+    S->completed++;
+}
+
+/* Last: a quiet teardown only when every test above ran to its end (else
+ * the node logs are dumped for the failures above). */
 static void test_all_passed(void **state)
 {
     (void)state;
-    assert_int_equal(S->completed, 7);
-    clusterPassed(&S->cluster);
+    if (S->completed == 9) {
+        clusterPassed(&S->cluster);
+    }
 }
 
 int main(void)
@@ -951,6 +1048,8 @@ int main(void)
         cmocka_unit_test(test_queue_handoff),
         cmocka_unit_test(test_idempotent_replay),
         cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_valid_for_honoured_in_session),
+        cmocka_unit_test(test_wait_longer_than_ttl),
         cmocka_unit_test(test_all_passed),
     };
     return cmocka_run_group_tests(tests, groupSetUp, groupTearDown);
