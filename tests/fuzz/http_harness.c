@@ -549,6 +549,12 @@ void hhRun(const uint8_t *req, size_t len, const struct hh_options *o)
     }
     FUZZ_CHECK(H.answers == H.submits, "%lu submitted, %lu answered",
                H.submits, H.answers);
+    if (getenv("TN_FUZZ_VERBOSE") != NULL) {
+        /* Debugging a reproducer: what went each way. */
+        fprintf(stderr, "---- sent %zu bytes:\n%.*s\n---- received %zu bytes:\n"
+                        "%.*s\n----\n",
+                len, (int)len, (const char *)req, out_len, (int)out_len, out);
+    }
     if (!mayHaveHead(req, len)) {
         checkOutput(out, out_len);
     }
