@@ -281,6 +281,54 @@ static void waitQueue(const char *res, uint64_t n)
     json_decref(waitFor(leader(), res, queueIs, &n, 10000, "queue length"));
 }
 
+/* The value of the counter @name in node @node's /metrics. */
+static uint64_t metric(int node, const char *name)
+{
+    struct http_response r;
+    const char *p;
+    size_t n = strlen(name);
+    uint64_t v = 0;
+    bool found = false;
+    int status = httpRequestTimeout(port(node), "GET", "/metrics", NULL, NULL,
+                                    REQ_TIMEOUT_MS, &r);
+    if (status != 200 || r.body == NULL) {
+        fail_msg("GET /metrics: %d %s", status, r.error);
+    }
+    for (p = r.body; p != NULL && *p != '\0';) {
+        if (strncmp(p, name, n) == 0 && p[n] == ' ') {
+            v = strtoull(p + n + 1, NULL, 10);
+            found = true;
+            break;
+        }
+        p = strchr(p, '\n');
+        if (p != NULL) {
+            p++;
+        }
+    }
+    httpResponseFree(&r);
+    if (!found) {
+        fail_msg("/metrics has no %s", name);
+    }
+    return v;
+}
+
+/* Does node @node's log contain a line with all of @a, @b and @c? */
+static bool logHas(int node, const char *a, const char *b, const char *c)
+{
+    FILE *fp = fopen(S->cluster.nodes[node].log_path, "r");
+    char line[4096];
+    bool found = false;
+    if (fp == NULL) {
+        return false;
+    }
+    while (!found && fgets(line, sizeof line, fp) != NULL) {
+        found = strstr(line, a) != NULL && strstr(line, b) != NULL &&
+                strstr(line, c) != NULL;
+    }
+    fclose(fp);
+    return found;
+}
+
 /* ------------------------------------------------- background requests */
 
 struct bg
@@ -409,8 +457,9 @@ static void sameLeader(void)
 
 /* A lock whose session is never kept alive is freed after its TTL (1 s,
  * the server's minimum), not before; afterwards its token is refused with
- * 410 lease-expired (renew and release) and 412 at the write gate, and the
- * next holder gets a larger token. */
+ * 410 lease-expired (renew and release, each counted in
+ * tenure_late_requests_total and logged as a safety incident) and 412 at
+ * the write gate, and the next holder gets a larger token. */
 static void test_expiry(void **state)
 {
     const char *res = "model/expiry";
@@ -421,6 +470,8 @@ static void test_expiry(void **state)
     uint64_t t;
     uint64_t t2;
     uint64_t freed = 0;
+    uint64_t late;
+    char tok[48];
     json_t *j;
     (void)state;
 
@@ -455,6 +506,9 @@ static void test_expiry(void **state)
         fail_msg("%s still held 10 s after a 1 s TTL", res);
     }
 
+    /* Late renew and release: refused, and each counted and logged as a
+     * safety incident. */
+    late = metric(leader(), "tenure_late_requests_total");
     ifMatch(h, sizeof h, t);
     j = callProblem(leader(), "DELETE", path, h, NULL, 410, "lease-expired",
                     &r);
@@ -465,6 +519,14 @@ static void test_expiry(void **state)
                     &r);
     json_decref(j);
     httpResponseFree(&r);
+    assert_int_equal(metric(leader(), "tenure_late_requests_total"),
+                     late + 2);
+    snprintf(tok, sizeof tok, "token=%" PRIu64, t);
+    if (!logHas(leader(), "safety incident", "resource=\"model/expiry\"",
+                tok)) {
+        fail_msg("no safety-incident log line for %s %s on the leader", res,
+                 tok);
+    }
     snprintf(path, sizeof path, "/v1/fence/%s?token=%" PRIu64, res, t);
     j = callProblem(follower(), "GET", path, NULL, NULL, 412, "token-stale",
                     &r);
@@ -937,6 +999,42 @@ static void test_watch(void **state)
     sameLeader();
 }
 
+/* Issue 3's safety-incident accounting: the log line of a release that
+ * arrives after its lease expired names the resource, the holder, and how
+ * late it was. */
+static void test_late_release_logged_with_holder(void **state)
+{
+    const char *res = "model/late-log";
+    uint64_t t;
+    char tok[48];
+    char path[160];
+    char h[64];
+    struct http_response r;
+    json_t *j;
+    (void)state;
+
+    t = acquire(follower(), res,
+                "{\"holder\":\"late-holder-7\",\"ttl_ms\":1000}");
+    json_decref(waitFor(leader(), res, stateIs, "free", 8000, "expiry"));
+    lockPath(path, sizeof path, res);
+    ifMatch(h, sizeof h, t);
+    j = callProblem(leader(), "DELETE", path, h, NULL, 410, "lease-expired",
+                    &r);
+    json_decref(j);
+    httpResponseFree(&r);
+    snprintf(tok, sizeof tok, "token=%" PRIu64, t);
+    if (!logHas(leader(), "safety incident", tok, "resource=")) {
+        fail_msg("no safety-incident line for %s", tok);
+    }
+    if (!logHas(leader(), "safety incident", tok, "late-holder-7")) {
+        fail_msg("the safety-incident line for %s does not name the holder "
+                 "(late-holder-7) nor how late the release was "
+                 "(server/dispatch.c: op, resource and token only)",
+                 tok);
+    }
+    S->completed++;
+}
+
 /* valid_for_ms is a promise (docs/http.md): "how long you may act on the
  * lock, measured from when you sent the request". It must hold for a lock
  * acquired in an existing session too: a session of 2 s opened and never
@@ -1033,7 +1131,7 @@ static void test_wait_longer_than_ttl(void **state)
 static void test_all_passed(void **state)
 {
     (void)state;
-    if (S->completed == 9) {
+    if (S->completed == 10) {
         clusterPassed(&S->cluster);
     }
 }
@@ -1048,6 +1146,7 @@ int main(void)
         cmocka_unit_test(test_queue_handoff),
         cmocka_unit_test(test_idempotent_replay),
         cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_late_release_logged_with_holder),
         cmocka_unit_test(test_valid_for_honoured_in_session),
         cmocka_unit_test(test_wait_longer_than_ttl),
         cmocka_unit_test(test_all_passed),
