@@ -8,6 +8,9 @@
  *   - a request retried after a leader loss (same client_id, seq) is applied
  *     once and answered with the original result, and a retried release
  *     never touches a newer holder's lock;
+ *   - the exactly-once window: replies kept per client id (64 by default),
+ *     older sequence numbers refused, idle client ids forgotten after
+ *     client_ttl_ms of cluster time;
  *   - fencing tokens stay strictly increasing across leader changes
  *     (crash and transfer) and snapshot installs;
  *   - a restart (the FSM restored from a snapshot through the glue, the
@@ -1106,6 +1109,75 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     assert_int_equal(r.r.token, t3);
 }
 
+/* The exactly-once window, as the state machine keeps it (defaults:
+ * client_window 64 replies per client id, client_ttl_ms 600000): a retry
+ * inside the window gets the stored answer; a sequence number older than
+ * the window gets INVALID_ARGUMENT (the outcome is no longer known, never a
+ * second execution); once the client id was idle for longer than
+ * client_ttl_ms of cluster time, its replies are forgotten and the same
+ * (client_id, seq) is a new request. */
+static void test_exactly_once_window(void **state)
+{
+    struct fixture *f = *state;
+    const uint64_t c = 0x0E0E0Eu;
+    struct cmd cm[MAX_CMDS];
+    Tn__Command *cmds[MAX_CMDS];
+    struct cmd m;
+    struct res r;
+    uint64_t s1;
+    uint64_t seq = 1;
+    struct fsm_config fc;
+
+    fsmConfigDefaults(&fc);
+    assert_int_equal(fc.client_window, 64);
+    raft_fixture_elect(&f->cluster, 0);
+    r = propose1(f, once(mkOpen(&m, "once", 10000), c, seq));
+    expectStatus(&r, TN__STATUS__OK, "open");
+    s1 = r.r.session;
+    r = propose1(f, once(mkOpen(&m, "once", 10000), c, 1));
+    assert_true(r.r.replayed);
+    assert_int_equal(r.r.session, s1);
+
+    /* 69 more requests: the window keeps seqs 7..70. */
+    while (seq < 70) {
+        size_t k = 0;
+        const struct rec *rec;
+        while (k < MAX_CMDS && seq < 70) {
+            cmds[k] = once(mkKeepalive(&cm[k], s1), c, ++seq);
+            k++;
+        }
+        rec = proposeN(f, 0, cmds, k);
+        for (size_t i = 0; i < k; i++) {
+            expectStatus(&rec->res[i], TN__STATUS__OK, "keepalive");
+            assert_false(rec->res[i].r.replayed);
+        }
+    }
+    r = propose1(f, once(mkKeepalive(&m, s1), c, 70));
+    assert_true(r.r.replayed);
+    r = propose1(f, once(mkKeepalive(&m, s1), c, 7));
+    assert_true(r.r.replayed);
+    r = propose1(f, once(mkOpen(&m, "once", 10000), c, 1));
+    expectStatus(&r, TN__STATUS__INVALID_ARGUMENT, "retry older than window");
+    assert_non_null(strstr(r.message, "window"));
+    r = propose1(f, once(mkKeepalive(&m, s1), c, 6));
+    expectStatus(&r, TN__STATUS__INVALID_ARGUMENT, "seq 6, just evicted");
+    /* seq 0 with a client id is malformed. */
+    r = propose1(f, once(mkKeepalive(&m, s1), c, 0));
+    expectStatus(&r, TN__STATUS__INVALID_ARGUMENT, "seq 0");
+
+    /* Idle for longer than client_ttl_ms: forgotten. The same (c, 70) is a
+     * new request now (a keepalive: epoch moves on), and (c, 1) opens a
+     * second session. */
+    f->skew_ms += fc.client_ttl_ms + 1000;
+    r = propose1(f, once(mkKeepalive(&m, s1), c, 70));
+    assert_false(r.r.replayed);
+    r = propose1(f, once(mkOpen(&m, "once", 10000), c, 1));
+    expectStatus(&r, TN__STATUS__OK, "open after the client was forgotten");
+    assert_false(r.r.replayed);
+    assert_int_not_equal(r.r.session, s1);
+    converge(f);
+}
+
 struct grantRec
 {
     char resource[16];
@@ -1543,6 +1615,8 @@ int main(void)
             test_expiry_behind_renewal_after_leader_loss, setUp, tearDown),
         cmocka_unit_test_setup_teardown(
             test_retry_after_leader_loss_applied_once, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(test_exactly_once_window, setUp,
+                                        tearDown),
         cmocka_unit_test_setup_teardown(
             test_tokens_increase_across_leaders_and_snapshots, setUp,
             tearDown),
