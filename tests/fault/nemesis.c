@@ -720,11 +720,28 @@ static int corruptFile(struct env *e, const char *path, int kind, int used,
     }
     /* Flip 4 bytes past the 8-byte format header. */
     off_t lo = size > 24 ? 8 : 0;
-    off_t at = (off_t)rngRange(&e->rng, lo, (int64_t)size - 4);
+    off_t hi = size - 4;
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) {
         return -1;
     }
+    if (kind == C_META_FLIP) {
+        /* A .meta is: format, crc, configuration index, configuration
+         * length (8 bytes each, little endian), then the configuration,
+         * padded to 8 bytes. The padding carries no data: flipping it
+         * proves nothing, so stay inside the configuration. */
+        unsigned char lenb[8];
+        if (pread(fd, lenb, sizeof lenb, 24) == (ssize_t)sizeof lenb) {
+            uint64_t conf_len = 0;
+            for (int i = 7; i >= 0; i--) {
+                conf_len = conf_len << 8 | lenb[i];
+            }
+            if (conf_len >= 4 && 32 + (off_t)conf_len <= size) {
+                hi = 32 + (off_t)conf_len - 4;
+            }
+        }
+    }
+    off_t at = (off_t)rngRange(&e->rng, lo, (int64_t)hi);
     unsigned char b[4];
     if (pread(fd, b, sizeof b, at) != (ssize_t)sizeof b) {
         close(fd);
