@@ -26,7 +26,11 @@
  *   valid_for_ms    a lock acquired in an existing session stays held for
  *                   the valid_for_ms its 201 promised (from the send);
  *   long waits      a wait_ms longer than the ttl_ms of the shim's
- *                   per-lock session is still a wait of wait_ms.
+ *                   per-lock session is still a wait of wait_ms;
+ *   abandoned wait  a waiter whose client disconnected is withdrawn: the
+ *                   next live waiter gets the lock;
+ *   incidents       a late renew/release is counted and logged with the
+ *                   holder.
  *
  * Every wait is bounded; blocking requests run on threads that record what
  * they saw (they never assert). */
@@ -1035,6 +1039,51 @@ static void test_late_release_logged_with_holder(void **state)
     S->completed++;
 }
 
+/* A waiter whose HTTP client goes away (closes the connection while its
+ * acquire waits) has its request withdrawn (docs/http.md, "Connections"):
+ * when the holder releases, the next live waiter gets the lock, not the
+ * departed one. */
+static void test_abandoned_waiter_withdrawn(void **state)
+{
+    const char *res = "model/abandoned";
+    struct http_response r;
+    struct bg live;
+    char path[160];
+    uint64_t th;
+    uint64_t t_release;
+    json_t *st;
+    int status;
+    (void)state;
+
+    th = acquire(leader(), res, "{\"holder\":\"h\",\"ttl_ms\":20000}");
+    lockPath(path, sizeof path, res);
+    /* The client gives up after 700 ms and closes its connection. */
+    status = httpRequestTimeout(port(leader()), "PUT", path, NULL,
+                                "{\"holder\":\"gone\",\"ttl_ms\":20000,"
+                                "\"wait_ms\":20000}",
+                                700, &r);
+    assert_int_equal(status, -1);
+    httpResponseFree(&r);
+    bgAcquire(&live, leader(), res,
+              "{\"holder\":\"live\",\"ttl_ms\":10000,\"wait_ms\":4000}");
+    sleepMs(300);
+    t_release = monoMs();
+    release(leader(), res, th);
+    bgJoin(&live);
+    st = lockGet(leader(), res, NULL);
+    if (live.status != 201) {
+        char *dump = json_dumps(st, JSON_COMPACT);
+        fail_msg("the live waiter got %d %" PRIu64 " ms after the release "
+                 "(%s); the lock is now: %s",
+                 live.status, live.done_ms - t_release, live.problem,
+                 dump ? dump : "?");
+    }
+    assert_string_equal(jStr(holderAt(st, 0), "holder"), "live");
+    json_decref(st);
+    release(leader(), res, live.token);
+    S->completed++;
+}
+
 /* valid_for_ms is a promise (docs/http.md): "how long you may act on the
  * lock, measured from when you sent the request". It must hold for a lock
  * acquired in an existing session too: a session of 2 s opened and never
@@ -1131,7 +1180,7 @@ static void test_wait_longer_than_ttl(void **state)
 static void test_all_passed(void **state)
 {
     (void)state;
-    if (S->completed == 10) {
+    if (S->completed == 11) {
         clusterPassed(&S->cluster);
     }
 }
@@ -1147,6 +1196,7 @@ int main(void)
         cmocka_unit_test(test_idempotent_replay),
         cmocka_unit_test(test_watch),
         cmocka_unit_test(test_late_release_logged_with_holder),
+        cmocka_unit_test(test_abandoned_waiter_withdrawn),
         cmocka_unit_test(test_valid_for_honoured_in_session),
         cmocka_unit_test(test_wait_longer_than_ttl),
         cmocka_unit_test(test_all_passed),
