@@ -19,6 +19,9 @@
 
 static struct bench bench;
 struct bench *B = &bench;
+/* Static so that what the loop allocates stays reachable until exit: the
+ * process ends with handles still open rather than closing thousands. */
+static uv_loop_t loop;
 
 static const char usage[] =
     "usage: tnbench --workload W [options]\n"
@@ -588,7 +591,6 @@ int main(int argc, char **argv)
     };
     const char *wl = NULL;
     const char *pids = NULL;
-    uv_loop_t loop;
     int opt;
     int rv;
 
