@@ -36,6 +36,7 @@ struct rcl
     uint64_t token;
     size_t grant;
     bool holding;
+    bool release_unknown; /* the last release did not succeed */
     uint64_t t_cycle;
     bool finished;
 };
@@ -190,6 +191,7 @@ static void relDone(struct call *k, int status, const Tn__Response *r)
     uint64_t now = nowNs();
     (void)r;
     rclEndGrant(cl, k->t_first);
+    cl->release_unknown = status != TN__STATUS__OK;
     if (status == TN__STATUS__OK) {
         benchOp(cf.slot_rel, k->t_first, now);
         benchOp(cf.slot_cycle, cl->t_cycle, now);
@@ -215,9 +217,18 @@ static void acqDone(struct call *k, int status, const Tn__Response *r)
     struct rcl *cl = k->data;
     uint64_t now = nowNs();
     if (status == TN__STATUS__OK && r->body_case == TN__RESPONSE__BODY_LOCK) {
-        cl->token = r->lock->token;
-        cl->grant = grantsAdd(&B->grants, cl->res_id, (uint32_t)cl->idx,
-                              cl->token, now);
+        if (cl->release_unknown && r->lock->token == cl->token &&
+            cl->grant < B->grants.n) {
+            /* Our release never went through and the session still holds
+             * the lock: the same grant goes on (re-acquire is idempotent
+             * and returns the same token), not a new one. */
+            B->grants.v[cl->grant].t_end = UINT64_MAX;
+        } else {
+            cl->token = r->lock->token;
+            cl->grant = grantsAdd(&B->grants, cl->res_id, (uint32_t)cl->idx,
+                                  cl->token, now);
+        }
+        cl->release_unknown = false;
         cl->holding = true;
         if (cf.on_acquire != NULL) {
             cf.on_acquire(k, now);
