@@ -983,17 +983,19 @@ static void test_expiry_behind_renewal_after_leader_loss(void **state)
 }
 
 /* Exactly-once across leader losses, both sides of COMMIT_UNKNOWN:
- *  1. an acquire (client C, seq 2) replicated by leader A, which crashes
- *     before anyone learns the outcome, is committed by the next leader;
- *     the client's retry through that leader returns the original answer
- *     (OK, same token and generation, replayed) and nothing is granted
- *     twice;
- *  2. a release (C, seq 3) replicated by leader B, which crashes; a newer
+ *  1. a session open (client C, seq 2) and an acquire (C, 3) replicated by
+ *     leader A, which crashes before anyone learns the outcome, are
+ *     committed by the next leader; the client's retries through that
+ *     leader return the original answers (the same session, not a second
+ *     one; OK with the same token and generation, replayed) and nothing is
+ *     granted twice;
+ *  2. a release (C, 4) replicated by leader B, which crashes; a newer
  *     session takes the lock; the client's retry of the release returns the
  *     original OK (replayed) and the newer holder's lock is untouched; so is
  *     it by a retry without the exactly-once id (answered from the
- *     tombstone);
- *  3. an acquire (C, seq 4) that never left an isolated leader is applied
+ *     tombstone), and by a late retry of the acquire (C, 3), which still
+ *     gets its original answer;
+ *  3. an acquire (C, 5) that never left an isolated leader is applied
  *     exactly once when retried through the new leader (a fresh grant), and
  *     the isolated leader's copy is discarded when it rejoins. */
 static void test_retry_after_leader_loss_applied_once(void **state)
@@ -1001,9 +1003,12 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     struct fixture *f = *state;
     const uint64_t c = 0xC11E47u;
     struct cmd m;
+    struct cmd m2;
     struct res r;
     struct res orig;
-    Tn__Command *cmds[1];
+    struct res orig_open;
+    Tn__Command *cmds[2];
+    const struct rec *rec;
     uint64_t s1;
     uint64_t s2;
     uint64_t t1;
@@ -1023,17 +1028,31 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     expectStatus(&r, TN__STATUS__OK, "session open");
     s1 = r.r.session;
 
-    /* 1. Acquire replicated, leader lost. */
+    /* 1. A session open and an acquire replicated, leader lost; both
+     * retried (in one batch) through the new leader. */
     a = liveLeader(f);
     cutAcks(f, a);
-    cmds[0] = once(mkExclusive(&m, s1, "jobs/7"), c, 2);
-    submit(f, a, 0, cmds, 1, NULL, &n1);
+    cmds[0] = once(mkOpen(&m2, "retrier-2", 10000), c, 2);
+    cmds[1] = once(mkExclusive(&m, s1, "jobs/7"), c, 3);
+    submit(f, a, 0, cmds, 2, NULL, &n1);
     deliverAll(f, a);
     raft_fixture_kill(&f->cluster, a);
     restoreAcks(f, a);
     l = waitOtherLeader(f, a);
-    r = propose1(f, once(mkExclusive(&m, s1, "jobs/7"), c, 2));
-    orig = agreedRec(f, l, n1)->res[0];
+    cmds[0] = once(mkOpen(&m2, "retrier-2", 10000), c, 2);
+    cmds[1] = once(mkExclusive(&m, s1, "jobs/7"), c, 3);
+    rec = proposeN(f, 0, cmds, 2);
+    r = rec->res[1];
+    expectStatus(&rec->res[0], TN__STATUS__OK, "retried open");
+    assert_true(rec->res[0].r.replayed);
+    orig_open = agreedRec(f, l, n1)->res[0];
+    orig = agreedRec(f, l, n1)->res[1];
+    expectStatus(&orig_open, TN__STATUS__OK, "original open");
+    assert_false(orig_open.r.replayed);
+    /* The same session, not a second one. */
+    assert_int_equal(rec->res[0].r.session, orig_open.r.session);
+    fsmStats(&f->fsm[l], &st);
+    assert_int_equal(st.sessions, 2);
     expectStatus(&orig, TN__STATUS__OK, "original acquire");
     assert_false(orig.r.replayed);
     t1 = orig.r.token;
@@ -1054,7 +1073,7 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     /* 2. Release replicated, leader lost, newer holder, retries. */
     b = liveLeader(f);
     cutAcks(f, b);
-    cmds[0] = once(mkRelease(&m, "jobs/7", t1), c, 3);
+    cmds[0] = once(mkRelease(&m, "jobs/7", t1), c, 4);
     submit(f, b, 0, cmds, 1, NULL, &n2);
     deliverAll(f, b);
     raft_fixture_kill(&f->cluster, b);
@@ -1065,8 +1084,15 @@ static void test_retry_after_leader_loss_applied_once(void **state)
                  "original release");
     t2 = grant(f, s2, "jobs/7");
     assert_true(t2 > t1);
-    r = propose1(f, once(mkRelease(&m, "jobs/7", t1), c, 3));
+    r = propose1(f, once(mkRelease(&m, "jobs/7", t1), c, 4));
     expectStatus(&r, TN__STATUS__OK, "retried release");
+    assert_true(r.r.replayed);
+    assert_int_equal(r.r.token, t1);
+    expectHeld(f, "jobs/7", t2);
+    /* A late retry of the original acquire gets its original answer (not
+     * HELD, not a second grant) and leaves the newer holder alone. */
+    r = propose1(f, once(mkExclusive(&m, s1, "jobs/7"), c, 3));
+    expectStatus(&r, TN__STATUS__OK, "late retry of the acquire");
     assert_true(r.r.replayed);
     assert_int_equal(r.r.token, t1);
     expectHeld(f, "jobs/7", t2);
@@ -1086,10 +1112,10 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     /* 3. Acquire that never left an isolated leader. */
     b = liveLeader(f);
     isolate(f, b);
-    cmds[0] = once(mkExclusive(&m, s1, "jobs/9"), c, 4);
+    cmds[0] = once(mkExclusive(&m, s1, "jobs/9"), c, 5);
     submit(f, b, 0, cmds, 1, NULL, &n3);
     l = waitOtherLeader(f, b);
-    r = propose1(f, once(mkExclusive(&m, s1, "jobs/9"), c, 4));
+    r = propose1(f, once(mkExclusive(&m, s1, "jobs/9"), c, 5));
     expectStatus(&r, TN__STATUS__OK, "retry of an acquire never replicated");
     assert_false(r.r.replayed);
     assert_false(r.r.queued);
@@ -1104,7 +1130,7 @@ static void test_retry_after_leader_loss_applied_once(void **state)
     expectHeld(f, "jobs/9", t3);
     expectHeld(f, "jobs/7", t2);
     /* And a retry of it now is answered from the reply table. */
-    r = propose1(f, once(mkExclusive(&m, s1, "jobs/9"), c, 4));
+    r = propose1(f, once(mkExclusive(&m, s1, "jobs/9"), c, 5));
     assert_true(r.r.replayed);
     assert_int_equal(r.r.token, t3);
 }
