@@ -561,7 +561,15 @@ static void test_partitioned_leader_stops_keepalives(void **state)
             "refused)\n",
             last_ok_sent ? (int64_t)(last_ok_sent - t_stop) : -1,
             first_refusal - t_stop, oks, refusals);
-    /* "Within a few election timeouts" (generous for a loaded machine). */
+    /* "Within a few election timeouts" (generous for a loaded machine):
+     * libraft steps down about one election timeout after it last heard
+     * from a majority; a keepalive sent later than a few of them must not
+     * have been answered OK. */
+    if (last_ok_sent > t_stop + 5 * ELECTION_MS) {
+        fail_msg("a keepalive sent %" PRIu64 " ms after the old leader lost "
+                 "both followers was answered OK",
+                 last_ok_sent - t_stop);
+    }
     if (first_refusal - t_stop > 10 * ELECTION_MS) {
         fail_msg("the old leader kept answering keepalives for %" PRIu64
                  " ms without a majority",
