@@ -6,7 +6,8 @@
  *     its lock after kill -9 of that leader, until at least TTL after the
  *     renewal, and indeed until TTL + election timeout after the kill (the
  *     new leader cannot start its deadlines before the kill); the lock is
- *     freed eventually, once the new leader's deadline passes;
+ *     freed eventually, TTL + election timeout after the new leader became
+ *     ready (its "leader ready" log line), not before, not much later;
  *   - a leadership transfer (LeaderTransfer through libtenure) is treated
  *     like an election: the same bounds, counted from the transfer;
  *   - a partitioned leader stops answering keepalives (rule 3): with both
@@ -33,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "lib/cluster.h"
 #include "lib/http.h"
@@ -55,6 +57,13 @@ static uint64_t monoMs(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t wallMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -270,6 +279,7 @@ struct watchResult
     uint64_t held_answers;
     uint64_t freed_answered;  /* answer time of the first "free" answer */
     uint64_t freed_sent;      /* its send time */
+    uint64_t freed_wall;      /* its answer time, CLOCK_REALTIME */
 };
 
 /* Poll the state of @res on the running nodes other than @skip (round
@@ -316,10 +326,67 @@ static void watchLease(struct fixture *f,
             }
             w->freed_answered = answered;
             w->freed_sent = sent;
+            w->freed_wall = wallMs();
             return;
         }
         sleepMs(POLL_MS);
     }
+}
+
+/* Wall-clock time (ms) of the last "leader ready" line in node @node's log
+ * (the daemon logs it right after giving every session its new deadline),
+ * or 0. Log lines start with ts=YYYY-MM-DDTHH:MM:SS.mmmZ (UTC). */
+static uint64_t leaderReadyWallMs(struct fixture *f, int node)
+{
+    FILE *fp = fopen(f->cluster.nodes[node].log_path, "r");
+    char line[4096];
+    uint64_t last = 0;
+    if (fp == NULL) {
+        return 0;
+    }
+    while (fgets(line, sizeof line, fp) != NULL) {
+        struct tm tm;
+        int ms = 0;
+        if (strstr(line, "msg=\"leader ready\"") == NULL) {
+            continue;
+        }
+        memset(&tm, 0, sizeof tm);
+        if (sscanf(line, "ts=%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon,
+                   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec,
+                   &ms) == 7) {
+            tm.tm_year -= 1900;
+            tm.tm_mon -= 1;
+            last = (uint64_t)timegm(&tm) * 1000 + (uint64_t)ms;
+        }
+    }
+    fclose(fp);
+    return last;
+}
+
+/* The lease ended after (and not much later than) TTL + election timeout
+ * from when the new leader @leader became ready. */
+static void expectFreedAfterReady(struct fixture *f,
+                                  int leader,
+                                  const struct watchResult *w)
+{
+    uint64_t ready = leaderReadyWallMs(f, leader);
+    if (ready == 0) {
+        fail_msg("no \"leader ready\" line in node %d's log",
+                 clusterNodeId(leader));
+    }
+    /* The log line is written just after the deadlines were set: allow
+     * for the few ms between the two. */
+    if (w->freed_wall + 20 < ready + TTL_MS + ELECTION_MS) {
+        fail_msg("freed %" PRId64 " ms after the new leader was ready, "
+                 "before ttl + election timeout (%u ms)",
+                 (int64_t)(w->freed_wall - ready), TTL_MS + ELECTION_MS);
+    }
+    if (w->freed_wall > ready + TTL_MS + ELECTION_MS + 5000) {
+        fail_msg("freed only %" PRIu64 " ms after the new leader was ready",
+                 w->freed_wall - ready);
+    }
+    fprintf(stderr, "  new leader (node %d) ready -> freed: %" PRId64 " ms\n",
+            clusterNodeId(leader), (int64_t)(w->freed_wall - ready));
 }
 
 /* After the expiry: the session and the lease behind the token are gone. */
@@ -401,6 +468,9 @@ static void test_leader_kill_never_shortens_lease(void **state)
             PRIu64 " ms after the kill (lower bound %u)\n",
             w.freed_answered - t_renew, w.freed_answered - t_kill,
             TTL_MS + ELECTION_MS);
+    leader = clusterWaitLeader(&f->cluster, 10000);
+    assert_true(leader >= 0);
+    expectFreedAfterReady(f, leader, &w);
     expectEnded(f, (leader + 1) % 3, res, sid, token);
     clusterPassed(&f->cluster);
 }
@@ -482,6 +552,7 @@ static void test_leader_transfer_extends_lease(void **state)
             PRIu64 " ms after the transfer (lower bound %u)\n",
             w.freed_answered - t_renew, w.freed_answered - t_transfer,
             TTL_MS + ELECTION_MS);
+    expectFreedAfterReady(f, target, &w);
     expectEnded(f, leader, res, sid, token);
     clusterPassed(&f->cluster);
 }
