@@ -28,9 +28,10 @@ enum { OP_IDLE = 0, OP_WAITING, OP_SENT, OP_DELAYED, OP_FAILED, OP_DONE };
 
 enum { CONN_RESOLVING = 1, CONN_CONNECTING, CONN_READY, CONN_CLOSING };
 
-#define CONN_READ_BUF (64 * 1024)
-#define RETRY_BASE_MS 25
-#define RETRY_MAX_MS  1000
+#define CONN_READ_BUF   (64 * 1024)
+#define RETRY_BASE_MS   25
+#define RETRY_MAX_MS    1000
+#define WATCH_PERIOD_MS 100
 
 struct conn
 {
@@ -46,7 +47,8 @@ struct conn
     uv_connect_t connect;
     uv_timer_t timer; /* connect timeout */
     struct tn_frame_reader reader;
-    char *rbuf; /* owned */
+    char *rbuf;          /* owned */
+    uint64_t last_rx_ns; /* when bytes last arrived */
 };
 
 struct write_req
@@ -508,6 +510,7 @@ static void readCb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                                  : uv_strerror((int)nread));
         return;
     }
+    conn->last_rx_ns = leaseNow();
     rv = tn_frame_reader_feed(&conn->reader, buf->base, (size_t)nread);
     if (rv == TN_FRAME_NOMEM) {
         connFail(conn, "out of memory reading a reply");
@@ -629,6 +632,7 @@ static void connStart(struct engine *e, const struct endpoint *ep)
     conn->e = e;
     conn->owner = e;
     conn->ep = *ep;
+    conn->last_rx_ns = leaseNow();
     conn->refs = 2; /* the engine, the timer */
     tn_frame_reader_init(&conn->reader, e->config.max_frame);
     uv_timer_init(e->loop, &conn->timer);
@@ -675,6 +679,42 @@ static void engineConnGone(struct engine *e)
     armRetry(e);
 }
 
+/* Every WATCH_PERIOD_MS while requests are on the wire: a connection that
+ * has had a request unanswered for connect_timeout_ms, and has received
+ * nothing meanwhile, is hung (a frozen node still accepts connections and
+ * data): drop it, stay away from it for a while if it was the leader, and
+ * resend elsewhere. Long waits (queued acquires, watches) do not count. */
+static void watchTimerCb(uv_timer_t *t)
+{
+    struct engine *e = t->data;
+    struct conn *conn = e->conn;
+    uint64_t now = leaseNow();
+    uint64_t silence = (uint64_t)e->config.connect_timeout_ms * 1000000u;
+    struct list *l;
+
+    if (listEmpty(&e->sent)) {
+        uv_timer_stop(t);
+        return;
+    }
+    if (conn == NULL || conn->state != CONN_READY) {
+        return;
+    }
+    for (l = e->sent.next; l != &e->sent; l = l->next) {
+        struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
+        uint64_t since =
+            op->sent_ns > conn->last_rx_ns ? op->sent_ns : conn->last_rx_ns;
+        if (!op->may_wait && now - since > silence) {
+            if (e->has_leader && strcmp(e->leader.label, conn->ep.label) == 0) {
+                e->bad_leader = conn->ep;
+                e->bad_leader_until_ns = now + 1000 * 1000000ULL;
+            }
+            connFail(conn, "no answer for %u ms",
+                     (unsigned)((now - since) / 1000000u));
+            return;
+        }
+    }
+}
+
 static void engineSendOp(struct engine *e, struct engine_op *op)
 {
     struct conn *conn = e->conn;
@@ -711,8 +751,13 @@ static void engineSendOp(struct engine *e, struct engine_op *op)
     w->buf = frame;
     op->frame_len = len;
     buf = uv_buf_init((char *)frame, (unsigned)len);
+    op->sent_ns = leaseNow();
     if (op->first_sent_ns == 0) {
-        op->first_sent_ns = leaseNow();
+        op->first_sent_ns = op->sent_ns;
+    }
+    if (!uv_is_active((uv_handle_t *)&e->watch_timer)) {
+        uv_timer_start(&e->watch_timer, watchTimerCb, WATCH_PERIOD_MS,
+                       WATCH_PERIOD_MS);
     }
     op->attempts++;
     listRemove(&op->link);
@@ -934,10 +979,12 @@ int engineInit(struct engine *e,
     uv_timer_init(loop, &e->deadline_timer);
     uv_timer_init(loop, &e->retry_timer);
     uv_timer_init(loop, &e->kick_timer);
+    uv_timer_init(loop, &e->watch_timer);
+    e->watch_timer.data = e;
     e->deadline_timer.data = e;
     e->retry_timer.data = e;
     e->kick_timer.data = e;
-    e->open_handles = 3;
+    e->open_handles = 4;
     return TN_OK;
 }
 
@@ -996,4 +1043,5 @@ void engineClose(struct engine *e, void (*cb)(struct engine *e))
     uv_close((uv_handle_t *)&e->deadline_timer, engineHandleCloseCb);
     uv_close((uv_handle_t *)&e->retry_timer, engineHandleCloseCb);
     uv_close((uv_handle_t *)&e->kick_timer, engineHandleCloseCb);
+    uv_close((uv_handle_t *)&e->watch_timer, engineHandleCloseCb);
 }

@@ -72,6 +72,7 @@ struct engine_op
 
     /* Set by the engine, readable in cb. */
     uint64_t first_sent_ns;          /* 0: never written to a socket */
+    uint64_t sent_ns;                /* latest write to a socket */
     char errmsg[ENGINE_ERRMSG_SIZE]; /* why it failed ("" if it did not) */
 
     /* private */
@@ -89,6 +90,9 @@ struct engine_op
 
 struct engine_config
 {
+    /* Also the silence after which a connection with requests in flight
+     * (other than long waits) and no answer at all is taken for hung: a
+     * SIGSTOPped or wedged node still completes TCP handshakes. */
     uint32_t connect_timeout_ms;
     uint32_t max_frame;
 };
@@ -117,6 +121,7 @@ struct engine
     uv_timer_t deadline_timer;  /* fires at the earliest deadline */
     uv_timer_t retry_timer;     /* delayed ops and reconnect backoff */
     uv_timer_t kick_timer;      /* deferred completions */
+    uv_timer_t watch_timer;     /* hung-connection detection */
     uint64_t deadline_armed_ns; /* when deadline_timer fires; 0: idle */
     uint64_t reconnect_at_ns;   /* no new connection before this */
     unsigned failures;          /* connection attempts failed in a row */

@@ -184,6 +184,7 @@ static int getLock(tn_client *c,
     ctx.out = out;
     call.on_reply = readStatusReply;
     call.ctx = &ctx;
+    call.op.may_wait = wait_ms > 0; /* a long poll: silence is normal */
     snprintf(msg, sizeof msg, "status %.100s", resource);
     rc = clientCall(c, &call, false, timeout_ms, msg);
     if (rc != TN_OK) {

@@ -1629,6 +1629,38 @@ static void test_reply_too_big(void **state)
     tn_session_close(s);
 }
 
+/* A leader that freezes (SIGSTOP: it still accepts connections and data,
+ * and answers nothing) is given up after connect_timeout_ms of silence;
+ * the calls and the keepalives move to the new leader, and the session
+ * stays valid. */
+static void test_frozen_leader(void **state)
+{
+    struct fixture *fx = *state;
+    tn_session *s;
+    tn_lock *l;
+    unsigned kas;
+    uint64_t t0;
+
+    fx->c = openClient(fx, NULL, 5000); /* connect_timeout_ms = 300 */
+    assert_int_equal(tn_session_open(fx->c, "w", 1500, NULL, &s), TN_OK);
+    assert_int_equal(tn_lock_acquire(s, "frozen", NULL, &l), TN_OK);
+    fakeSetMode(fx->fake, 0, FAKE_SILENT);
+    fakeSetMode(fx->fake, 1, FAKE_LEADER);
+    fakeSetMode(fx->fake, 2, FAKE_FOLLOWER);
+    kas = fakeKeepalives(fx->fake);
+    t0 = nowMs();
+    assert_int_equal(tn_lock_release(l), TN_OK);
+    assert_true(nowMs() - t0 < 1500);
+    tn_lock_free(l);
+    /* Keepalives reach the new leader; the session never lapses. */
+    for (int i = 0; i < 30; i++) {
+        assert_true(tn_session_valid(s));
+        sleepMs(50);
+    }
+    assert_true(fakeKeepalives(fx->fake) > kas);
+    assert_int_equal(tn_session_close(s), TN_OK);
+}
+
 #define T(name) cmocka_unit_test_setup_teardown(name, setUp, tearDown)
 
 int main(void)
@@ -1653,6 +1685,7 @@ int main(void)
         T(test_seq_window),
         T(test_redirect_to_dead_leader_backs_off),
         T(test_reply_too_big),
+        T(test_frozen_leader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
