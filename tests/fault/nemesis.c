@@ -621,6 +621,8 @@ static int findTarget(const char *dir, int kind, char *out, size_t len)
     }
     struct dirent *de;
     off_t best_size = 0;
+    unsigned long long best_term = 0;
+    unsigned long long best_index = 0;
     char best[256] = "";
     while ((de = readdir(d)) != NULL) {
         const char *nm = de->d_name;
@@ -682,12 +684,23 @@ static int findTarget(const char *dir, int kind, char *out, size_t len)
                 continue;
             }
         }
-        /* Snapshots: the newest (names sort by term-index); segments and
-         * open segments: the one with the most data. */
-        bool better = kind == C_SNAP_FLIP || kind == C_SNAP_TRUNC ||
-                              kind == C_META_FLIP
-                          ? strcmp(nm, best) > 0
-                          : used > best_size;
+        /* Snapshots: the newest by (term, index), the one raft loads (an
+         * older one is ignored and deleted: corrupting it proves nothing);
+         * segments and open segments: the one with the most data. */
+        bool better;
+        if (kind == C_SNAP_FLIP || kind == C_SNAP_TRUNC ||
+            kind == C_META_FLIP) {
+            unsigned long long t = 0, x = 0;
+            sscanf(nm, "snapshot-%llu-%llu", &t, &x);
+            better = best[0] == '\0' || t > best_term ||
+                     (t == best_term && x > best_index);
+            if (better) {
+                best_term = t;
+                best_index = x;
+            }
+        } else {
+            better = used > best_size;
+        }
         if (better) {
             best_size = used;
             strf(best, sizeof best, "%s", nm);
