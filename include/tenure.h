@@ -148,7 +148,10 @@ struct tn_client_opts
      * its wait to this. */
     uint32_t timeout_ms;
 
-    /* Deadline of one TCP connection attempt. Default 1000. */
+    /* Deadline of one TCP connection attempt, and the silence after which
+     * a connection with requests unanswered (queued acquires and watches
+     * excepted) is taken for hung and replaced: a frozen node still
+     * accepts connections. Default 1000. */
     uint32_t connect_timeout_ms;
 
     /* Lease safety margins (DESIGN §4 rule 5). A lease granted or renewed
