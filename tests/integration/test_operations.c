@@ -1579,6 +1579,7 @@ static void test_grow_and_shrink_under_load(void **state)
     struct proc_result r;
     struct adder a5;
     pthread_t t5;
+    char notes[1024] = "";
     tn_session *ms;
     tn_lock *marker;
     uint64_t marker_token;
@@ -1642,10 +1643,12 @@ static void test_grow_and_shrink_under_load(void **state)
     xnodeStartJoin(f, n5);
     pthread_join(t5, NULL);
     if (a5.rc != TN_OK) {
-        fail_msg(
-            "tn_member_add(5) after node 5 started: %s (%s) after "
-            "%" PRId64 " ms",
-            tn_errname(a5.rc), a5.msg, a5.took_ms);
+        /* Noted; the rest still runs (the change may have completed). */
+        snprintf(notes, sizeof notes,
+                 "\n  tn_member_add(5), started before node 5 and answered "
+                 "after it came up: %s (%s) after %" PRId64 " ms",
+                 tn_errname(a5.rc), a5.msg, a5.took_ms);
+        fprintf(stderr, "grow/shrink: %s\n", notes + 3);
     }
     loadProgress(f, 20, 20000, "after adding node 5");
 
@@ -1750,6 +1753,9 @@ static void test_grow_and_shrink_under_load(void **state)
     assert_int_equal(tn_lock_release(marker), TN_OK);
     tn_lock_free(marker);
     assert_int_equal(tn_session_close(ms), TN_OK);
+    if (notes[0] != '\0') {
+        fail_msg("grow and shrink:%s", notes);
+    }
     clusterPassed(c);
 }
 
