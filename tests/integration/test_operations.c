@@ -1887,6 +1887,27 @@ static void test_replace_killed_member(void **state)
         tn_lock_free(locks[i]);
     }
     assert_int_equal(tn_session_close(s), TN_OK);
+
+    /* Voters now: the leader, node 4, and node OTHER, down for a while.
+     * Removing node 4 would leave the leader alone with a dead voter:
+     * refused, saying quorum would be lost. */
+    sleepMs(1500);
+    rc = tn_member_remove(f->admin, 4);
+    if (rc != TN_REFUSED || strstr(errmsg(f->admin), "quorum") == NULL) {
+        char what[TN_ERRMSG_BUF_SIZE];
+        struct http_response hr;
+        snprintf(what, sizeof what, "%s", errmsg(f->admin));
+        status = httpRequestTimeout(
+            clusterHttpPort(c, leader), "PUT", "/v1/locks/repl/after-remove",
+            NULL, "{\"holder\":\"x\",\"ttl_ms\":5000}", 5000, &hr);
+        httpResponseFree(&hr);
+        fail_msg(
+            "removing node 4, which would leave voters %d (up) and %d "
+            "(down 1.5 s): %s (%s), expected REFUSED (would lose "
+            "quorum); an acquire on the leader then: %d",
+            clusterNodeId(leader), clusterNodeId(other), tn_errname(rc), what,
+            status);
+    }
     clusterPassed(c);
 }
 
