@@ -12,9 +12,12 @@
  *                     load; then the 3 left keep a quorum of 2
  *   replace           kill -9 a follower, remove it, add a fresh node with
  *                     a new id and an empty data dir: it serves the same
- *                     lock state on consistency=stale reads and votes
- *   transfer          leadership moved 3 times under load (library, ctl
- *                     with an id, ctl without)
+ *                     lock state on consistency=stale reads and votes;
+ *                     removing it again while another voter is down is
+ *                     REFUSED (would lose quorum)
+ *   transfer          leadership moved 6 times under load (library and
+ *                     ctl with an id, ctl without): the asked-for node
+ *                     leads; a transfer to a non-member is refused
  *   SIGTERM           of the leader under load: exit 0, leadership handed
  *                     over, the cluster keeps serving
  *   snapshot          save from a running cluster, restore into a fresh
@@ -33,7 +36,8 @@
  * must be listed with its token, and no released one.
  *
  * Every wait is bounded (the machine is shared, so the bounds are wide).
- * Worker threads never assert: they record, the main thread checks. */
+ * Worker threads never assert: they record, the main thread checks.
+ * TENURE_TEST_FILTER (a cmocka pattern, e.g. "*transfer*") runs a subset. */
 #define _GNU_SOURCE
 #include "lib/test.h"
 
