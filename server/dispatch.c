@@ -447,6 +447,20 @@ static void completeResult(struct dispatch *d,
         case TN__REQUEST__BODY_ACQUIRE:
             metricsAcquire(&d->metrics, rq->acquire->resource, res->status,
                            secs, req->state == REQ_WAITING);
+            if (d->is_leader && res->status == TN__STATUS__OK &&
+                res->session != 0) {
+                uint64_t deadline = monoMs() + res->ttl_ms;
+                if (req->state == REQ_WAITING && rq->acquire->session == 0) {
+                    /* The per-lock session's lease starts now. */
+                    leasesRestart(&d->leases, res->session, res->epoch,
+                                  res->ttl_ms, deadline);
+                } else {
+                    /* An acquire is a sign of life: the answer promises
+                     * the session's full TTL from now. */
+                    leasesExtend(&d->leases, res->session, res->epoch,
+                                 res->ttl_ms, deadline);
+                }
+            }
             break;
         case TN__REQUEST__BODY_RELEASE: {
             double held = -1;
@@ -465,18 +479,20 @@ static void completeResult(struct dispatch *d,
         default:
             break;
     }
-    if (res->status == TN__STATUS__LEASE_EXPIRED) {
+    if (res->status == TN__STATUS__LEASE_EXPIRED && res->late) {
+        uint64_t now = realMs();
         tnWarnf("\"safety incident: request after the lease expired\" "
-                "op=%s resource=\"%s\" token=%llu",
+                "op=%s resource=\"%s\" token=%llu holder=\"%s\" "
+                "session=%llu late_ms=%llu",
                 rq->body_case == TN__REQUEST__BODY_RELEASE ? "release"
                                                            : "renew",
                 requestResource(rq) ? requestResource(rq) : "",
-                (unsigned long long)(rq->body_case == TN__REQUEST__BODY_RELEASE
-                                         ? rq->release->token
-                                         : rq->body_case ==
-                                                   TN__REQUEST__BODY_RENEW
-                                               ? rq->renew->token
-                                               : 0));
+                (unsigned long long)res->token,
+                res->late_holder ? res->late_holder : "",
+                (unsigned long long)res->session,
+                (unsigned long long)(now > res->ended_at_ms
+                                         ? now - res->ended_at_ms
+                                         : 0));
     }
 
     if (r == NULL) {
@@ -732,13 +748,21 @@ static void appliedHook(void *data,
             }
             continue;
         }
-        if (results[i].queued && !req->cancel) {
+        if (results[i].queued) {
+            const Tn__Acquire *acq = req->request->acquire;
+            req->wait_session = results[i].session;
+            if (d->is_leader && acq != NULL && acq->session == 0) {
+                /* A per-lock session's lease starts at its grant: keep it
+                 * alive while it waits in the queue. */
+                leasesExtend(&d->leases, results[i].session, results[i].epoch,
+                             results[i].ttl_ms,
+                             monoMs() + acq->wait_ms + results[i].ttl_ms);
+            }
             req->state = REQ_WAITING;
             tn_queue_insert_tail(&d->waiters, &req->queue);
-            continue;
-        }
-        if (results[i].queued) {
-            completeStatus(d, req, TN__STATUS__CANCELED, "canceled");
+            if (req->cancel) {
+                dispatchCancel(d, req);
+            }
             continue;
         }
         completeResult(d, req, index, &results[i]);
@@ -1271,7 +1295,21 @@ static void notLeader(struct dispatch *d, struct dispatch_req *req)
     st->req = req;
     st->fr.data = st;
     req->state = REQ_FORWARDED;
-    rv = forwarderSend(d->fwd, rpc, req->request, &st->fr, forwardCb);
+    req->client_id = req->request->client_id;
+    req->seq = req->request->seq;
+    if (req->request->body_case == TN__REQUEST__BODY_ACQUIRE &&
+        req->request->client_id == 0 && req->request->acquire->wait_ms > 0) {
+        /* So that the waiter can be withdrawn by name if the requester
+         * leaves while it waits. */
+        Tn__Request copy = *req->request;
+        req->client_id = d->self_client_id;
+        req->seq = ++d->self_seq;
+        copy.client_id = req->client_id;
+        copy.seq = req->seq;
+        rv = forwarderSend(d->fwd, rpc, &copy, &st->fr, forwardCb);
+    } else {
+        rv = forwarderSend(d->fwd, rpc, req->request, &st->fr, forwardCb);
+    }
     if (rv != 0) {
         free(st);
         completeStatus(d, req, rv, "relay to the leader failed");
@@ -1292,6 +1330,7 @@ static bool isMutation(int body_case)
         case TN__REQUEST__BODY_RENEW:
         case TN__REQUEST__BODY_MEMBER_INFO:
         case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
+        case TN__REQUEST__BODY_WITHDRAW:
             return true;
         default:
             return false;
@@ -1361,6 +1400,7 @@ static void submitMutation(struct dispatch *d, struct dispatch_req *req)
     }
     if (rq->body_case != TN__REQUEST__BODY_RELEASE &&
         rq->body_case != TN__REQUEST__BODY_SESSION_CLOSE &&
+        rq->body_case != TN__REQUEST__BODY_WITHDRAW &&
         rq->body_case != TN__REQUEST__BODY_MEMBER_INFO) {
         uint64_t id;
         uint64_t free_bytes;
@@ -1420,6 +1460,10 @@ static void submitMutation(struct dispatch *d, struct dispatch_req *req)
         case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
             cmd->body_case = TN__COMMAND__BODY_RESTORE;
             cmd->restore = rq->snapshot_restore;
+            break;
+        case TN__REQUEST__BODY_WITHDRAW:
+            cmd->body_case = TN__COMMAND__BODY_WITHDRAW;
+            cmd->withdraw = rq->withdraw;
             break;
         default:
             break;
@@ -1590,6 +1634,8 @@ static bool validSubmessage(const Tn__Request *rq)
             return rq->snapshot_save != NULL;
         case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
             return rq->snapshot_restore != NULL;
+        case TN__REQUEST__BODY_WITHDRAW:
+            return rq->withdraw != NULL;
         default:
             return false;
     }
@@ -1624,8 +1670,74 @@ int dispatchSubmit(struct dispatch *d, struct dispatch_req *req)
     return 0;
 }
 
+/* Ask the leader to take a queued acquire out of the lock's queue. */
+struct withdrawReq
+{
+    struct dispatch_req req;
+    Tn__Request request;
+    Tn__Withdraw body;
+    char resource[];
+};
+
+static void withdrawCb(struct dispatch_req *req, const Tn__Response *resp)
+{
+    if (resp->status != TN__STATUS__OK &&
+        resp->status != TN__STATUS__NOT_FOUND) {
+        tnWarnf("\"could not withdraw a waiter\" status=%d message=\"%s\"",
+                resp->status, resp->message ? resp->message : "");
+    } else {
+        tnDebugf("\"waiter withdrawn\" status=%d message=\"%s\"",
+                 resp->status, resp->message ? resp->message : "");
+    }
+    free(req->data);
+}
+
+static void withdrawSubmit(struct dispatch *d,
+                           const char *resource,
+                           uint64_t session,
+                           uint64_t client_id,
+                           uint64_t seq)
+{
+    size_t n = strlen(resource);
+    struct withdrawReq *w = calloc(1, sizeof *w + n + 1);
+    if (w == NULL || client_id == 0) {
+        free(w);
+        return;
+    }
+    memcpy(w->resource, resource, n + 1);
+    tn__request__init(&w->request);
+    tn__withdraw__init(&w->body);
+    w->body.session = session;
+    w->body.resource = w->resource;
+    w->body.client_id = client_id;
+    w->body.seq = seq;
+    w->request.forward = true;
+    w->request.body_case = TN__REQUEST__BODY_WITHDRAW;
+    w->request.withdraw = &w->body;
+    w->req.data = w;
+    w->req.request = &w->request;
+    w->req.cb = withdrawCb;
+    if (dispatchSubmit(d, &w->req) != 0) {
+        free(w);
+    }
+}
+
 void dispatchCancel(struct dispatch *d, struct dispatch_req *req)
 {
+    const Tn__Request *rq = req->request;
+    tnDebugf("\"cancel\" state=%d body=%d client=%llu seq=%llu", req->state,
+             (int)rq->body_case, (unsigned long long)req->client_id,
+             (unsigned long long)req->seq);
+    if (rq->body_case == TN__REQUEST__BODY_ACQUIRE &&
+        rq->acquire->wait_ms > 0 && !d->closing &&
+        (req->state == REQ_WAITING ||
+         (req->state == REQ_FORWARDED && !req->cancel))) {
+        /* The requester went away: its place in the queue must not be
+         * granted to nobody. */
+        withdrawSubmit(d, rq->acquire->resource ? rq->acquire->resource : "",
+                       req->state == REQ_WAITING ? req->wait_session : 0,
+                       req->client_id, req->seq);
+    }
     switch (req->state) {
         case REQ_WATCH:
             d->n_watches--;

@@ -45,6 +45,7 @@ struct dispatch_req
     uint64_t deadline_ms;   /* watches: when to answer anyway */
     uint64_t client_id;     /* exactly-once identity used for this request */
     uint64_t seq;
+    uint64_t wait_session;  /* queued acquire: the session it waits in */
     bool cancel;
     void *priv;
 };

@@ -110,7 +110,9 @@ struct tomb
     struct tn_avl_node node; /* impl->tomb_index, by token */
     uint64_t token;
     uint64_t session;
+    uint64_t ended_at; /* cluster time the hold ended */
     char *resource; /* owned */
+    char *holder;   /* owned: the session's holder name */
     uint16_t len;
     uint8_t kind;
 };
@@ -860,12 +862,13 @@ static void clientsExpire(struct fsm *f)
 static void tombFree(struct tomb *t)
 {
     free(t->resource);
+    free(t->holder);
     free(t);
 }
 
 static void tombPush(struct fsm *f,
                      uint64_t token,
-                     uint64_t session,
+                     const struct session *s,
                      const struct lock *l,
                      int kind)
 {
@@ -878,7 +881,9 @@ static void tombPush(struct fsm *f,
     }
     t = fsmAlloc(sizeof *t);
     t->token = token;
-    t->session = session;
+    t->session = s->id;
+    t->ended_at = impl->now;
+    t->holder = fsmStrdup(s->holder, strlen(s->holder));
     t->resource = fsmStrdup(l->name, l->len);
     t->len = l->len;
     t->kind = (uint8_t)kind;
@@ -972,7 +977,7 @@ static void holderRemove(struct fsm *f, struct holder *h, int kind)
             l->delay_until = until;
         }
     }
-    tombPush(f, h->token, s->id, l, kind);
+    tombPush(f, h->token, s, l, kind);
     tn_avl_remove(&l->holders, &h->node);
     tn_queue_remove(&h->session_link);
     s->n_holds--;
@@ -1550,6 +1555,9 @@ static void fsmTokenGone(struct fsm *f,
         } else {
             r->status = TN__STATUS__LEASE_EXPIRED;
             r->message = "token: the lease expired before this request";
+            r->late = true;
+            r->ended_at_ms = t->ended_at;
+            r->late_holder = t->holder;
             impl->stats.late_requests++;
         }
         return;
@@ -1569,6 +1577,47 @@ static void fsmTokenGone(struct fsm *f,
     if (l != NULL) {
         lockFillConflict(impl, l, r);
     }
+}
+
+/* Withdraw a queued acquire whose requester went away: it ends with
+ * CANCELED (also in the reply table) and the queue moves on. The waiter is
+ * named by (client_id, seq), and by its session unless that is 0. NOT_FOUND
+ * if it is no longer queued (granted, timed out, ended). */
+static void cmdWithdraw(struct fsm *f,
+                        const Tn__Withdraw *c,
+                        struct fsm_result *r)
+{
+    const char *name = fsmStr(c->resource);
+    size_t len = strlen(name);
+    struct lock *l = fsmResourceValid(name, len, NULL)
+                         ? lockFind(f->impl, name, len)
+                         : NULL;
+    tn_queue *q;
+
+    if (l != NULL) {
+        TN_QUEUE_FOREACH (q, &l->waiters) {
+            struct waiter *w = TN_QUEUE_DATA(q, struct waiter, lock_link);
+            if ((c->session == 0 || w->session->id == c->session) &&
+                w->client_id == c->client_id && w->seq == c->seq) {
+                struct session *s = w->session;
+                struct fsm_result wr;
+                memset(&wr, 0, sizeof wr);
+                wr.status = TN__STATUS__CANCELED;
+                wr.message = "withdrawn: the requester went away";
+                wr.session = s->id;
+                wr.epoch = s->epoch;
+                wr.ttl_ms = s->ttl_ms;
+                wr.mode = w->mode;
+                waiterFinish(f, w, &wr);
+                sessionMaybeEndEphemeral(f, s);
+                r->status = TN__STATUS__OK;
+                r->session = c->session;
+                return;
+            }
+        }
+    }
+    r->status = TN__STATUS__NOT_FOUND;
+    r->message = "withdraw: not queued (granted, ended or never queued)";
 }
 
 static void cmdRelease(struct fsm *f,
@@ -1814,6 +1863,12 @@ static void fsmApplyCommand(struct fsm *f,
             goto missing;
         }
         cmdRestore(f, c->restore, r);
+        break;
+    case TN__COMMAND__BODY_WITHDRAW:
+        if (c->withdraw == NULL) {
+            goto missing;
+        }
+        cmdWithdraw(f, c->withdraw, r);
         break;
     default:
     missing:
@@ -2187,7 +2242,8 @@ void fsmStats(const struct fsm *f, struct fsm_stats *out)
  *         u32 n, waiters (queue order): u64 session client_id seq deadline
  *                                       tseq, u8 mode, u32 permits
  *                                       lock_delay_ms
- *   u32 n, tombstones (oldest first): u64 token session, u8 kind, str name
+ *   u32 n, tombstones (oldest first): u64 token session ended_at, u8 kind,
+ *                                     str name, str holder
  *   u32 n, clients    (ascending id): u64 id last_active floor,
  *         u32 n, entries: u64 seq session epoch token generation,
  *                         u32 ttl, u8 status mode pending
@@ -2197,7 +2253,7 @@ void fsmStats(const struct fsm *f, struct fsm_stats *out)
  * waits in tseq order, so both lists are rebuilt from the locks. */
 
 #define SNAP_MAGIC        0x53464e54u /* "TNFS" read little-endian */
-#define SNAP_VERSION      1u
+#define SNAP_VERSION      2u
 #define FSM_COUNTER_LIMIT (UINT64_C(1) << 63)
 
 struct wbuf
@@ -2354,8 +2410,10 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
             impl->ring[(impl->ring_head + i) % impl->ring_count];
         wU64(&w, t->token);
         wU64(&w, t->session);
+        wU64(&w, t->ended_at);
         wU8(&w, t->kind);
         wStr(&w, t->resource, t->len);
+        wStr(&w, t->holder, strlen(t->holder));
     }
 
     wU32(&w, (uint32_t)impl->clients.count);
@@ -2947,7 +3005,7 @@ static int restoreTombs(const struct fsm *f,
                         struct rbuf *r,
                         const struct restore *st)
 {
-    uint32_t n = rCount(r, 22);
+    uint32_t n = rCount(r, 34);
     uint32_t max = f->config.tombstones;
     uint32_t skip = n > max ? n - max : 0;
 
@@ -2964,14 +3022,18 @@ static int restoreTombs(const struct fsm *f,
     for (uint32_t i = 0; i < n; i++) {
         uint64_t token = rU64(r);
         uint64_t session = rU64(r);
+        uint64_t ended_at = rU64(r);
         uint8_t kind = rU8(r);
-        size_t len;
+        size_t len = 0;
         const char *name = rStr(r, FSM_RESOURCE_MAX, &len);
+        size_t hlen = 0;
+        const char *holder = rStr(r, FSM_HOLDER_MAX, &hlen);
         struct tomb *t;
 
         if (r->bad || token == 0 || token > impl->last_token ||
             (kind != TOMB_RELEASED && kind != TOMB_EXPIRED) ||
-            !fsmResourceValid(name, len, NULL) || restoreTokenHeld(st, token)) {
+            !fsmResourceValid(name, len, NULL) || restoreTokenHeld(st, token) ||
+            memchr(holder, '\0', hlen) != NULL) {
             return BAD;
         }
         if (i < skip) {
@@ -2982,12 +3044,14 @@ static int restoreTombs(const struct fsm *f,
             return NOMEM;
         }
         t->resource = rDup(name, len);
-        if (t->resource == NULL) {
-            free(t);
+        t->holder = rDup(holder, hlen);
+        if (t->resource == NULL || t->holder == NULL) {
+            tombFree(t);
             return NOMEM;
         }
         t->token = token;
         t->session = session;
+        t->ended_at = ended_at;
         t->kind = kind;
         t->len = (uint16_t)len;
         if (tn_avl_insert(&impl->tomb_index, &t->node, tombCmp) != NULL) {

@@ -73,6 +73,11 @@ struct fsm_result
     uint32_t queue_len;
     uint64_t lock_delay_until_ms;
     const char *message;     /* static detail string for errors, or NULL */
+    /* LEASE_EXPIRED for a lease that ended by expiry (a safety incident):
+     * when it ended (cluster time) and whose it was. */
+    bool late;
+    uint64_t ended_at_ms;
+    const char *late_holder;
 };
 
 enum fsm_event_type {

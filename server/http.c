@@ -1491,7 +1491,9 @@ static void connFeed(struct http_conn *c, const char *data, size_t n)
     err = HTTP_PARSER_ERRNO(&c->parser);
     if (err == HPE_PAUSED) {
         if (c->draining) {
-            connStopReading(c);
+            /* Keep reading (and discarding) so that a client that goes away
+             * while its last request waits is noticed and the request
+             * withdrawn (connCancelWaiting). */
             return;
         }
         if (parsed < n && bufAppend(&c->stash, data + parsed, n - parsed)) {

@@ -203,6 +203,24 @@ int leasesExtend(struct leases *l,
     return 0;
 }
 
+int leasesRestart(struct leases *l,
+                  uint64_t session,
+                  uint64_t epoch,
+                  uint32_t ttl_ms,
+                  uint64_t deadline_ms)
+{
+    struct lease *e = leasesGet(l, session);
+    if (e == NULL) {
+        return leasesExtend(l, session, epoch, ttl_ms, deadline_ms);
+    }
+    e->epoch = epoch;
+    e->ttl_ms = ttl_ms;
+    e->expiring = false;
+    e->deadline_ms = deadline_ms;
+    heapFix(l, e->heap_pos);
+    return 0;
+}
+
 void leasesRemove(struct leases *l, uint64_t session)
 {
     struct lease *e = leasesGet(l, session);

@@ -46,6 +46,15 @@ int leasesExtend(struct leases *l,
                  uint32_t ttl_ms,
                  uint64_t deadline_ms);
 
+/* Restart a lease at exactly @deadline_ms (earlier or later): only for a
+ * lease nobody was promised anything about yet (a per-lock session that
+ * just got its lock after waiting). Returns 0 or -1 (out of memory). */
+int leasesRestart(struct leases *l,
+                  uint64_t session,
+                  uint64_t epoch,
+                  uint32_t ttl_ms,
+                  uint64_t deadline_ms);
+
 void leasesRemove(struct leases *l, uint64_t session);
 
 /* The lease with the earliest deadline that is not already expiring, if its

@@ -1921,10 +1921,10 @@ static void test_restore_rejects_corruption(void **state)
     reseal(p, n);
     assert_int_equal(fsmRestore(&f->fsm, p, n), TN__STATUS__INVALID_ARGUMENT);
     p[0] ^= 1;
-    p[4] = 2;
+    p[4] = (uint8_t)(((const uint8_t *)good)[4] + 1); /* a future version */
     reseal(p, n);
     assert_int_equal(fsmRestore(&f->fsm, p, n), TN__STATUS__INVALID_ARGUMENT);
-    p[4] = 1;
+    p[4] = ((const uint8_t *)good)[4];
     /* Trailing bytes, re-sealed. */
     memcpy(p, good, n - 8);
     memset(p + n - 8, 0, 8);
