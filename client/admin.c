@@ -16,6 +16,11 @@ static int simpleCall(tn_client *c,
                       bool mutating,
                       const char *what)
 {
+    /* Membership changes wait for catch-up rounds and a transfer for an
+     * election: silence on the connection is normal, and these calls are
+     * not idempotent, so the hung-connection watchdog must not resend
+     * them (the call's deadline still bounds them). */
+    call->op.may_wait = true;
     return clientCall(c, call, mutating, c->timeout_ms, what);
 }
 

@@ -1495,21 +1495,6 @@ static void operatorChange(struct dispatch *d, struct dispatch_req *req)
     char msg[256];
     int rv;
 
-    if (rq->body_case == TN__REQUEST__BODY_TRANSFER) {
-        rv = adapterTransfer(d->adapter, rq->transfer->id);
-        if (rv != 0) {
-            completeStatus(d, req, rv == TN__STATUS__COMMIT_UNKNOWN
-                                       ? TN__STATUS__REFUSED
-                                       : rv,
-                           "leadership transfer refused (unknown id, not a "
-                           "voter, this node, or a transfer in progress)");
-        } else {
-            tnInfof("\"leadership transfer started\" to=%llu",
-                    (unsigned long long)rq->transfer->id);
-            completeStatus(d, req, TN__STATUS__OK, "transfer started");
-        }
-        return;
-    }
     cs = calloc(1, sizeof *cs);
     if (cs == NULL) {
         completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
@@ -1517,7 +1502,12 @@ static void operatorChange(struct dispatch *d, struct dispatch_req *req)
     }
     cs->req = req;
     cs->change.data = cs;
-    if (rq->body_case == TN__REQUEST__BODY_MEMBER_ADD) {
+    if (rq->body_case == TN__REQUEST__BODY_TRANSFER) {
+        tnInfof("\"leadership transfer requested\" to=%llu",
+                (unsigned long long)rq->transfer->id);
+        rv = adapterTransferWait(d->adapter, &cs->change, rq->transfer->id,
+                                 changeDoneCb, msg, sizeof msg);
+    } else if (rq->body_case == TN__REQUEST__BODY_MEMBER_ADD) {
         rv = adapterAddMember(d->adapter, &cs->change, rq->member_add->id,
                               rq->member_add->raft_address, changeDoneCb,
                               msg, sizeof msg);

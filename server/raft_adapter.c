@@ -43,6 +43,7 @@ struct adapter
     raft_term last_term;
 
     bool closing;
+    struct adapterRemove *removing; /* a removal waiting on its timer */
     void (*close_cb)(void *data);
     void *close_data;
 };
@@ -457,11 +458,14 @@ static void raftCloseCb(struct raft *r)
     uv_close((uv_handle_t *)&a->poll, adapterPollCloseCb);
 }
 
+static void removeAbort(struct adapter *a);
+
 void adapterClose(struct adapter *a, void (*cb)(void *data), void *data)
 {
     a->closing = true;
     a->close_cb = cb;
     a->close_data = data;
+    removeAbort(a);
     uv_prepare_stop(&a->poll);
     raft_close(&a->raft, raftCloseCb);
 }
@@ -781,6 +785,160 @@ int adapterAddMember(struct adapter *a,
     return 0;
 }
 
+/* Removal: quorum check (synchronous, on what the leader knows), then a
+ * barrier, then a short pause, then the check again on the barrier's index:
+ * a voter that died recently still has a recent match index, but it cannot
+ * acknowledge an entry appended after its death. */
+struct adapterRemove
+{
+    struct raft_barrier barrier;
+    struct raft_change change;
+    uv_timer_t timer;
+    struct adapter *a;
+    struct adapter_change *owner;
+    uint64_t id;
+    raft_index barrier_index;
+    int status;
+    char msg[256];
+};
+
+/* How many voters other than @id have acknowledged @index (the leader
+ * counts itself); sets *voters to the number of voters other than @id. */
+static unsigned removeCaughtUp(struct adapter *a,
+                               uint64_t id,
+                               raft_index index,
+                               unsigned *voters,
+                               bool *found)
+{
+    const struct raft_configuration *conf = &a->raft.configuration;
+    unsigned caught_up = 0;
+    *voters = 0;
+    *found = false;
+    for (unsigned i = 0; i < conf->n; i++) {
+        const struct raft_server *srv = &conf->servers[i];
+        raft_index match = 0;
+        if (srv->id == id) {
+            *found = true;
+            continue;
+        }
+        if (srv->role != RAFT_VOTER) {
+            continue;
+        }
+        (*voters)++;
+        if (srv->id == a->id ||
+            (raft_match_index(&a->raft, srv->id, &match) == 0 &&
+             match >= index)) {
+            caught_up++;
+        }
+    }
+    return caught_up;
+}
+
+static void removeFreeCb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void removeCloseCb(uv_handle_t *h)
+{
+    struct adapterRemove *rm = h->data;
+    struct adapter_change *owner = rm->owner;
+    int status = rm->status;
+    char msg[256];
+    memcpy(msg, rm->msg, sizeof msg);
+    free(rm);
+    owner->cb(owner, status, msg);
+}
+
+static void removeFinish(struct adapterRemove *rm, int status)
+{
+    if (rm->a->removing == rm) {
+        rm->a->removing = NULL;
+    }
+    rm->status = status;
+    if (status == TN__STATUS__OK) {
+        tnInfof("\"membership changed\" removed=%llu",
+                (unsigned long long)rm->id);
+        snprintf(rm->msg, sizeof rm->msg, "done");
+    } else {
+        tnWarnf("\"membership change failed\" member=%llu error=\"%s\"",
+                (unsigned long long)rm->id, rm->msg);
+    }
+    uv_close((uv_handle_t *)&rm->timer, removeCloseCb);
+}
+
+static void removeChangeCb(struct raft_change *req, int status)
+{
+    struct adapterRemove *rm = req->data;
+    if (status != 0) {
+        removeFinish(rm, changeStatus(status, rm->msg, sizeof rm->msg,
+                                      rm->id));
+        return;
+    }
+    removeFinish(rm, TN__STATUS__OK);
+}
+
+static void removeTimerCb(uv_timer_t *t)
+{
+    struct adapterRemove *rm = t->data;
+    struct adapter *a = rm->a;
+    unsigned voters;
+    unsigned caught_up;
+    bool found;
+    int rv;
+
+    if (a->closing || raft_state(&a->raft) != RAFT_LEADER) {
+        removeFinish(rm, changeStatus(RAFT_NOTLEADER, rm->msg, sizeof rm->msg,
+                                      rm->id));
+        return;
+    }
+    caught_up = removeCaughtUp(a, rm->id, rm->barrier_index, &voters, &found);
+    if (!found) {
+        removeFinish(rm, changeStatus(RAFT_BADID, rm->msg, sizeof rm->msg,
+                                      rm->id));
+        return;
+    }
+    if (voters == 0 || caught_up < voters / 2 + 1) {
+        snprintf(rm->msg, sizeof rm->msg,
+                 "removing %llu would lose quorum: only %u of the remaining "
+                 "%u voters acknowledged a fresh entry",
+                 (unsigned long long)rm->id, caught_up, voters);
+        removeFinish(rm, TN__STATUS__REFUSED);
+        return;
+    }
+    rm->change.data = rm;
+    rv = raft_remove(&a->raft, &rm->change, rm->id, removeChangeCb);
+    if (rv != 0) {
+        removeFinish(rm, changeStatus(rv, rm->msg, sizeof rm->msg, rm->id));
+    }
+}
+
+static void removeBarrierCb(struct raft_barrier *req, int status)
+{
+    struct adapterRemove *rm = req->data;
+    if (status != 0) {
+        removeFinish(rm, changeStatus(status, rm->msg, sizeof rm->msg,
+                                      rm->id));
+        return;
+    }
+    rm->barrier_index = raft_last_applied(&rm->a->raft);
+    rm->a->removing = rm;
+    /* Give live followers a few heartbeats to acknowledge it. */
+    uv_timer_start(&rm->timer, removeTimerCb,
+                   (uint64_t)rm->a->election_timeout / 2 + 50, 0);
+}
+
+/* The node closes while a removal waits on its timer: end it now. */
+static void removeAbort(struct adapter *a)
+{
+    struct adapterRemove *rm = a->removing;
+    if (rm != NULL) {
+        uv_timer_stop(&rm->timer);
+        snprintf(rm->msg, sizeof rm->msg, "node shutting down");
+        removeFinish(rm, TN__STATUS__CANCELED);
+    }
+}
+
 int adapterRemoveMember(struct adapter *a,
                         struct adapter_change *req,
                         uint64_t id,
@@ -788,12 +946,10 @@ int adapterRemoveMember(struct adapter *a,
                         char *errmsg,
                         size_t errmsg_len)
 {
-    const struct raft_configuration *conf = &a->raft.configuration;
-    struct adapterChange *c;
-    raft_index commit = raft_commit_index(&a->raft);
-    unsigned voters = 0;
-    unsigned caught_up = 0;
-    bool found = false;
+    struct adapterRemove *rm;
+    unsigned voters;
+    unsigned caught_up;
+    bool found;
     int rv;
 
     if (raft_state(&a->raft) != RAFT_LEADER) {
@@ -806,23 +962,10 @@ int adapterRemoveMember(struct adapter *a,
                  (unsigned long long)id);
         return TN__STATUS__REFUSED;
     }
-    for (unsigned i = 0; i < conf->n; i++) {
-        const struct raft_server *srv = &conf->servers[i];
-        raft_index match = 0;
-        if (srv->id == id) {
-            found = true;
-            continue;
-        }
-        if (srv->role != RAFT_VOTER) {
-            continue;
-        }
-        voters++;
-        if (srv->id == a->id ||
-            (raft_match_index(&a->raft, srv->id, &match) == 0 &&
-             match + 64 >= commit)) {
-            caught_up++;
-        }
-    }
+    caught_up = removeCaughtUp(a, id, raft_commit_index(&a->raft) > 64
+                                          ? raft_commit_index(&a->raft) - 64
+                                          : 0,
+                               &voters, &found);
     if (!found) {
         return changeStatus(RAFT_BADID, errmsg, errmsg_len, id);
     }
@@ -833,20 +976,113 @@ int adapterRemoveMember(struct adapter *a,
                  (unsigned long long)id, caught_up, voters);
         return TN__STATUS__REFUSED;
     }
-    c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    rm = calloc(1, sizeof *rm);
+    if (rm == NULL) {
         snprintf(errmsg, errmsg_len, "out of memory");
         return TN__STATUS__INTERNAL;
     }
-    c->a = a;
-    c->owner = req;
-    c->id = id;
-    c->change.data = c;
+    rm->a = a;
+    rm->owner = req;
+    rm->id = id;
+    rm->barrier.data = rm;
+    uv_timer_init(a->loop, &rm->timer);
+    rm->timer.data = rm;
     req->cb = cb;
-    req->priv = c;
-    rv = raft_remove(&a->raft, &c->change, id, changeCb);
+    req->priv = rm;
+    rv = raft_barrier(&a->raft, &rm->barrier, removeBarrierCb);
     if (rv != 0) {
-        free(c);
+        int status = changeStatus(rv, errmsg, errmsg_len, id);
+        /* The timer handle must be closed before the memory goes. */
+        uv_close((uv_handle_t *)&rm->timer, removeFreeCb);
+        return status;
+    }
+    return 0;
+}
+
+/* Leadership transfer that reports its outcome, retried a few times: under
+ * load the target may not catch up within one election timeout. */
+struct adapterTransfer
+{
+    struct raft_transfer transfer;
+    struct adapter *a;
+    struct adapter_change *owner;
+    uint64_t id;
+    unsigned attempts;
+};
+
+static void transferWaitCb(struct raft_transfer *req)
+{
+    struct adapterTransfer *t = (struct adapterTransfer *)(void *)req;
+    struct adapter *a = t->a;
+    struct adapter_change *owner = t->owner;
+    char msg[160];
+    int rv;
+
+    if (a->closing) {
+        free(t);
+        owner->cb(owner, TN__STATUS__CANCELED, "node shutting down");
+        return;
+    }
+    if (raft_state(&a->raft) != RAFT_LEADER) {
+        tnInfof("\"leadership handed over\" to=%llu attempts=%u",
+                (unsigned long long)t->id, t->attempts);
+        free(t);
+        owner->cb(owner, TN__STATUS__OK, "leadership handed over");
+        return;
+    }
+    if (t->attempts < 3) {
+        t->attempts++;
+        memset(&t->transfer, 0, sizeof t->transfer);
+        rv = raft_transfer(&a->raft, &t->transfer, t->id, transferWaitCb);
+        if (rv == 0) {
+            tnInfof("\"leadership transfer retried\" to=%llu attempt=%u",
+                    (unsigned long long)t->id, t->attempts);
+            return;
+        }
+    }
+    snprintf(msg, sizeof msg,
+             "leadership transfer to %llu did not complete after %u "
+             "attempts (target not caught up or unreachable)",
+             (unsigned long long)t->id, t->attempts);
+    tnWarnf("\"%s\"", msg);
+    free(t);
+    owner->cb(owner, TN__STATUS__REFUSED, msg);
+}
+
+int adapterTransferWait(struct adapter *a,
+                        struct adapter_change *req,
+                        uint64_t id,
+                        adapter_change_cb cb,
+                        char *errmsg,
+                        size_t errmsg_len)
+{
+    struct adapterTransfer *t;
+    int rv;
+
+    if (raft_state(&a->raft) != RAFT_LEADER) {
+        return changeStatus(RAFT_NOTLEADER, errmsg, errmsg_len, id);
+    }
+    t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        snprintf(errmsg, errmsg_len, "out of memory");
+        return TN__STATUS__INTERNAL;
+    }
+    t->a = a;
+    t->owner = req;
+    t->id = id;
+    t->attempts = 1;
+    req->cb = cb;
+    req->priv = t;
+    rv = raft_transfer(&a->raft, &t->transfer, id, transferWaitCb);
+    if (rv != 0) {
+        free(t);
+        if (rv == RAFT_BADID) {
+            snprintf(errmsg, errmsg_len,
+                     "cannot transfer to %llu: not a voter of this cluster, "
+                     "or this node",
+                     (unsigned long long)id);
+            return TN__STATUS__REFUSED;
+        }
         return changeStatus(rv, errmsg, errmsg_len, id);
     }
     return 0;

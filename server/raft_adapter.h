@@ -146,6 +146,16 @@ int adapterRemoveMember(struct adapter *a,
                         char *errmsg,
                         size_t errmsg_len);
 
+/* Hand leadership to @id (0: the best voter) and report the outcome: OK
+ * once this node is no longer leader, REFUSED if three attempts did not
+ * complete. */
+int adapterTransferWait(struct adapter *a,
+                        struct adapter_change *req,
+                        uint64_t id,
+                        adapter_change_cb cb,
+                        char *errmsg,
+                        size_t errmsg_len);
+
 /* Lost-majority recovery (the node must be stopped): force the voters of
  * @config->initial_* as the new configuration into the log in
  * @config->dir. Run it on ONE surviving node (the one with the highest
