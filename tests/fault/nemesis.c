@@ -873,10 +873,15 @@ static void faultCorrupt(struct fault_ctx *c)
     } else {
         addNote(e, true,
                 "corruption (%s): node %d STARTED%s with a corrupt data dir "
-                "(%s): data may be silently lost",
+                "(%s) instead of refusing: the corruption went unnoticed",
                 corrupt_names[kind], n->id, healthy ? " and served" : "",
                 desc);
-        nodeKill(e, v);
+        /* It has run on that data (voted, appended): putting the backup
+         * back now would roll its persisted state back, which Raft does
+         * not allow. Leave it running as it is. */
+        removeTree(backup);
+        n->down = false;
+        return;
     }
     /* Repair: the data as it was before the corruption. */
     removeTree(n->data_dir);
