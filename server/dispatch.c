@@ -528,6 +528,10 @@ static void completeResult(struct dispatch *d,
             resource = requestResource(rq);
             if (resource != NULL) {
                 Tn__LockInfo *li = lockInfoFromResult(d, r, resource, res);
+                if (li != NULL && rq->body_case == TN__REQUEST__BODY_ACQUIRE &&
+                    rq->acquire->mode == TN__LOCK_MODE__SEMAPHORE) {
+                    li->permits = rq->acquire->permits;
+                }
                 if (li != NULL) {
                     r->resp.body_case = TN__RESPONSE__BODY_LOCK;
                     r->resp.lock = li;
