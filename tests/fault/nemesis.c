@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "tenure.h"
 
 #define DISK_LEAVE_MB 4
@@ -871,11 +873,40 @@ static void faultCorrupt(struct fault_ctx *c)
                 "status 0x%x) instead of refusing with a message; %s",
                 corrupt_names[kind], n->id, (unsigned)status, msg);
     } else {
+        /* What does it serve? Compare its membership with the truth. */
+        char member[160] = "membership not readable";
+        struct hresp r;
+        if (hRequest(n->ip, n->http_port, "GET", "/v1/cluster", NULL, NULL,
+                     2000, &r) == 200) {
+            json_t *j = json_loads(r.body, 0, NULL);
+            json_t *ms = j ? json_object_get(j, "members") : NULL;
+            strf(member, sizeof member, "membership intact");
+            for (size_t k = 0; k < json_array_size(ms); k++) {
+                json_t *m = json_array_get(ms, k);
+                json_int_t id = json_integer_value(json_object_get(m, "id"));
+                const char *ra =
+                    json_string_value(json_object_get(m, "raft_address"));
+                char want[64] = "?";
+                if (id >= 1 && id <= e->n_nodes) {
+                    strf(want, sizeof want, "%s:%d", e->nodes[id - 1].ip,
+                         e->nodes[id - 1].raft_port);
+                }
+                if (ra == NULL || strcmp(ra, want) != 0) {
+                    strf(member, sizeof member,
+                         "it reports member %lld at \"%.40s\" (truly %s)",
+                         (long long)id, ra ? ra : "(none)", want);
+                    break;
+                }
+            }
+            json_decref(j);
+        }
+        hFree(&r);
         addNote(e, true,
                 "corruption (%s): node %d STARTED%s with a corrupt data dir "
-                "(%s) instead of refusing: the corruption went unnoticed",
+                "(%s) instead of refusing: the corruption went unnoticed; "
+                "%s",
                 corrupt_names[kind], n->id, healthy ? " and served" : "",
-                desc);
+                desc, member);
         /* It has run on that data (voted, appended): putting the backup
          * back now would roll its persisted state back, which Raft does
          * not allow. Leave it running as it is. */
