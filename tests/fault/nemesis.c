@@ -856,7 +856,8 @@ static void faultCorrupt(struct fault_ctx *c)
                  line = strtok_r(NULL, "\n", &save)) {
                 if (strstr(line, "cannot start") ||
                     strstr(line, "tenured:") ||
-                    strstr(line, "level=error")) {
+                    strstr(line, "level=error") ||
+                    strstr(line, "level=warn")) {
                     strf(msg, sizeof msg, "%s", line);
                 }
             }
@@ -903,10 +904,10 @@ static void faultCorrupt(struct fault_ctx *c)
         hFree(&r);
         addNote(e, true,
                 "corruption (%s): node %d STARTED%s with a corrupt data dir "
-                "(%s) instead of refusing: the corruption went unnoticed; "
-                "%s",
+                "(%s) instead of refusing; %s; its log says: %s",
                 corrupt_names[kind], n->id, healthy ? " and served" : "",
-                desc, member);
+                desc, member,
+                msg[0] ? msg : "nothing (no warning, no error)");
         /* It has run on that data (voted, appended): putting the backup
          * back now would roll its persisted state back, which Raft does
          * not allow. Leave it running as it is. */
