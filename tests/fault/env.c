@@ -454,6 +454,11 @@ int nodeStart(struct env *e, int i)
         argv[k++] = "--snapshot-threshold";
         argv[k++] = snap;
     }
+    const char *level = getenv("TENURE_FAULT_LOG_LEVEL");
+    if (level != NULL && *level != '\0') {
+        argv[k++] = "--log-level";
+        argv[k++] = level;
+    }
     argv[k] = NULL;
 
     int log = open(n->log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
