@@ -434,7 +434,11 @@ int nodeStart(struct env *e, int i)
     strf(raft, sizeof raft, "%s:%d", n->ip, n->raft_port);
     strf(rpc, sizeof rpc, "%s:%d", n->ip, n->rpc_port);
     strf(http, sizeof http, "%s:%d", n->ip, n->http_port);
-    strf(snap, sizeof snap, "%d", e->snapshot_threshold);
+    /* Staggered per node, as tenured does with its default, so that a
+     * follower rarely snapshots while an InstallSnapshot arrives (a known
+     * libraft 0.22.1 crash, RAFT-NOTES.md). */
+    strf(snap, sizeof snap, "%d",
+         e->snapshot_threshold + (n->id % 8) * e->snapshot_threshold / 3);
     const char *argv[24];
     int k = 0;
     argv[k++] = e->tenured;
