@@ -26,6 +26,8 @@
  *   Q actor t res token rc                  quiesced; anchor renewed with rc
  *   X actor t what                          a note (abandoned session, ...)
  *
+ * Worker 2 (a library worker) is a patient client: connect_timeout_ms 6 s.
+ *
  * SIGUSR1: quiesce (finish the current operation, renew the anchor, write
  * Q, keep the session alive). SIGTERM: close the sessions and exit. */
 #include "fault.h"
@@ -634,8 +636,13 @@ int workerMain(int argc, char **argv)
     if (lib) {
         struct tn_client_opts o;
         memset(&o, 0, sizeof o);
-        o.timeout_ms = 4000;
-        o.connect_timeout_ms = 500;
+        /* Worker 2 is a patient client (slow network, long timeouts): it
+         * keeps waiting on a leader that went silent, so a deposed leader
+         * that wakes up and answers it from memory (DESIGN §4 rule 3) is
+         * caught by the early-expiry check. */
+        bool patient = w.id == 2;
+        o.timeout_ms = patient ? 8000 : 4000;
+        o.connect_timeout_ms = patient ? 6000 : 500;
         char err[TN_ERRMSG_BUF_SIZE];
         int rc = tn_client_open2(w.rpc, &o, &w.client, err);
         if (rc != TN_OK) {
