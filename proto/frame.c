@@ -103,3 +103,41 @@ int tn_frame_reader_next(struct tn_frame_reader *r,
     r->off += TN_FRAME_HEADER + n;
     return 1;
 }
+
+void tn_message_strip_unknown(ProtobufCMessage *m)
+{
+    const ProtobufCMessageDescriptor *d;
+
+    if (m == NULL) {
+        return;
+    }
+    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+        free(m->unknown_fields[i].data);
+    }
+    free(m->unknown_fields);
+    m->unknown_fields = NULL;
+    m->n_unknown_fields = 0;
+    d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        char *base = (char *)m;
+        if (f->type != PROTOBUF_C_TYPE_MESSAGE) {
+            continue;
+        }
+        if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t which = *(const uint32_t *)(base + f->quantifier_offset);
+            if (which != f->id) {
+                continue;
+            }
+        }
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            size_t n = *(const size_t *)(base + f->quantifier_offset);
+            ProtobufCMessage **items = *(ProtobufCMessage ***)(base + f->offset);
+            for (size_t k = 0; k < n; k++) {
+                tn_message_strip_unknown(items[k]);
+            }
+        } else {
+            tn_message_strip_unknown(*(ProtobufCMessage **)(base + f->offset));
+        }
+    }
+}

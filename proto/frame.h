@@ -51,4 +51,11 @@ int tn_frame_reader_next(struct tn_frame_reader *r,
                          const uint8_t **payload,
                          size_t *len);
 
+/* Drop the unknown fields of @m and of every message inside it. The daemon
+ * relays and logs what it decoded; protobuf-c keeps unknown fields and packs
+ * them again, and some it accepts (an over-long tag 0) it cannot decode once
+ * re-packed. Unknown fields are for newer peers: this version ignores them.
+ * @m must come from protobuf-c's unpack with the default allocator. */
+void tn_message_strip_unknown(ProtobufCMessage *m);
+
 #endif /* TN_FRAME_H_ */

@@ -1,6 +1,8 @@
 /* Encoding of one Raft log entry (see command.h for the layout). */
 #include "command.h"
 
+#include "frame.h"
+
 #include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -117,6 +119,9 @@ int commandDecode(const void *buf, size_t len, Tn__Batch **out)
         return state.failed ? TN__STATUS__INTERNAL
                             : TN__STATUS__INVALID_ARGUMENT;
     }
+    /* Unknown fields (from a newer version) are ignored; dropping them
+     * keeps a decoded batch re-encodable (the allocator is malloc/free). */
+    tn_message_strip_unknown(&b->base);
     if (b->version > COMMAND_BATCH_VERSION) {
         tn__batch__free_unpacked(b, &allocator);
         return TN__STATUS__INVALID_ARGUMENT;

@@ -708,6 +708,12 @@ static void proposeCb(struct adapter_propose *prop, int status)
 
     tn_queue_remove(&b->queue);
     d->outstanding--;
+    if (status == 0 && !b->applied) {
+        /* Committed but not applied here: the entry could not be decoded
+         * (every replica skipped it). Its requests did nothing. */
+        tnErrorf("\"a committed entry was not applied\" commands=%zu", b->n);
+        status = TN__STATUS__INTERNAL;
+    }
     if (status != 0 && !b->applied) {
         batchFail(d, b, status);
     }

@@ -129,6 +129,7 @@ struct centry
     uint8_t status;
     uint8_t mode;
     uint8_t pending; /* queued acquire not completed yet */
+    uint8_t kind;    /* Tn__Command body case the reply belongs to */
 };
 
 struct client
@@ -769,6 +770,7 @@ static void clientFillEntry(struct centry *e, const struct fsm_result *r)
 static void clientRecord(struct fsm *f,
                          struct client *c,
                          uint64_t seq,
+                         int kind,
                          const struct fsm_result *r)
 {
     uint32_t window = f->config.client_window;
@@ -805,6 +807,7 @@ static void clientRecord(struct fsm *f,
     e->seq = seq;
     clientFillEntry(e, r);
     e->pending = r->queued ? 1 : 0;
+    e->kind = (uint8_t)kind;
     if (e->pending) {
         c->pending++;
     }
@@ -1794,6 +1797,11 @@ static void fsmApplyCommand(struct fsm *f,
         if (cl != NULL) {
             struct centry *e = clientEntry(cl, c->seq);
             clientTouch(impl, cl);
+            if (e != NULL && e->kind != (uint8_t)c->body_case) {
+                fsmInvalid(r, "seq: already used by a different request of "
+                              "this client");
+                return;
+            }
             if (e != NULL) {
                 fsmReplay(f, c, e, r);
                 return;
@@ -1876,7 +1884,8 @@ static void fsmApplyCommand(struct fsm *f,
         break;
     }
     if (once) {
-        clientRecord(f, clientGet(f, c->client_id), c->seq, r);
+        clientRecord(f, clientGet(f, c->client_id), c->seq, (int)c->body_case,
+                     r);
     }
 }
 
@@ -2246,7 +2255,7 @@ void fsmStats(const struct fsm *f, struct fsm_stats *out)
  *                                     str name, str holder
  *   u32 n, clients    (ascending id): u64 id last_active floor,
  *         u32 n, entries: u64 seq session epoch token generation,
- *                         u32 ttl, u8 status mode pending
+ *                         u32 ttl, u8 status mode pending kind
  *   u64 FNV-1a 64 of every byte before it
  *
  * str = u32 length + bytes. A session's holds are in token order and its
@@ -2434,6 +2443,7 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
             wU8(&w, e->status);
             wU8(&w, e->mode);
             wU8(&w, e->pending);
+            wU8(&w, e->kind);
         }
     }
 
@@ -3080,7 +3090,7 @@ static int restoreClients(const struct fsm *f,
         uint64_t id = rU64(r);
         uint64_t last_active = rU64(r);
         uint64_t floor = rU64(r);
-        uint32_t m = rCount(r, 47);
+        uint32_t m = rCount(r, 48);
 
         if (r->bad || id <= prev || last_active > impl->now) {
             return BAD;
@@ -3116,7 +3126,8 @@ static int restoreClients(const struct fsm *f,
             e->status = rU8(r);
             e->mode = rU8(r);
             e->pending = rU8(r);
-            if (r->bad || e->status > TN__STATUS__INTERNAL ||
+            e->kind = rU8(r);
+            if (r->bad || e->status > TN__STATUS__REFUSED || e->kind == 0 ||
                 e->mode > TN__LOCK_MODE__SEMAPHORE || e->pending > 1 ||
                 e->seq <= floor || clientEntry(c, e->seq) != NULL) {
                 return BAD;

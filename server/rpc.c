@@ -235,6 +235,7 @@ static void readCb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
             connFail(c, "undecodable request frame");
             return;
         }
+        tn_message_strip_unknown(&request->base);
         r = calloc(1, sizeof *r);
         if (r == NULL) {
             tn__request__free_unpacked(request, NULL);

@@ -333,6 +333,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (rq == NULL) {
                     continue; /* INVALID_ARGUMENT, connection closed */
                 }
+                tn_message_strip_unknown(&rq->base); /* as server/rpc.c */
                 if (handleRequest(r, rq)) {
                     r->reqs[r->n_reqs++] = rq;
                 } else {
