@@ -415,7 +415,29 @@ static void signalCb(uv_signal_t *h, int signum)
     nodeStop(a->node, stoppedCb, a);
 }
 
+static void settingsFree(struct settings *st)
+{
+    for (unsigned i = 0; i < st->n_strings; i++) {
+        free(st->strings[i]);
+    }
+    free(st->initial);
+    memset(st, 0, sizeof *st);
+}
+
+static int tenured(int argc, char **argv, struct settings *st);
+
 int main(int argc, char **argv)
+{
+    struct settings st;
+    int rv;
+
+    memset(&st, 0, sizeof st);
+    rv = tenured(argc, argv, &st);
+    settingsFree(&st);
+    return rv;
+}
+
+static int tenured(int argc, char **argv, struct settings *stp)
 {
     static const struct option options[] = {
         { "config", required_argument, NULL, 0 },
@@ -440,7 +462,6 @@ int main(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct settings st;
     struct app app;
     char errmsg[512];
     const char *config = NULL;
@@ -448,9 +469,8 @@ int main(int argc, char **argv)
     int idx;
     int rv;
 
-    memset(&st, 0, sizeof st);
     memset(&app, 0, sizeof app);
-    nodeConfigDefaults(&st.cfg);
+    nodeConfigDefaults(&stp->cfg);
 
     /* First pass: find --config, so that flags override the file. */
     opterr = 0;
@@ -459,7 +479,7 @@ int main(int argc, char **argv)
             config = optarg;
         }
     }
-    if (config != NULL && loadConfig(&st, config) != 0) {
+    if (config != NULL && loadConfig(stp, config) != 0) {
         return 2;
     }
     optind = 1;
@@ -472,7 +492,7 @@ int main(int argc, char **argv)
         if (strcmp(options[idx].name, "config") == 0) {
             continue;
         }
-        if (applyOption(&st, "--", options[idx].name, optarg) != 0) {
+        if (applyOption(stp, "--", options[idx].name, optarg) != 0) {
             return 2;
         }
     }
@@ -481,19 +501,19 @@ int main(int argc, char **argv)
                 usage);
         return 2;
     }
-    if (validate(&st) != 0) {
+    if (validate(stp) != 0) {
         return 2;
     }
-    if (st.log_file != NULL && openLog(st.log_file) != 0) {
+    if (stp->log_file != NULL && openLog(stp->log_file) != 0) {
         return 2;
     }
-    app.log_file = st.log_file;
-    tnLogSetNode(st.cfg.id);
+    app.log_file = stp->log_file;
+    tnLogSetNode(stp->cfg.id);
     signal(SIGPIPE, SIG_IGN);
 
     uv_loop_init(&app.loop);
-    if (st.recover) {
-        rv = nodeRecover(&app.loop, &st.cfg, errmsg, sizeof errmsg);
+    if (stp->recover) {
+        rv = nodeRecover(&app.loop, &stp->cfg, errmsg, sizeof errmsg);
         if (rv != 0) {
             fprintf(stderr, "tenured: recover: %s\n", errmsg);
             return 1;
@@ -501,15 +521,18 @@ int main(int argc, char **argv)
         fprintf(stderr,
                 "tenured: recovered: %s now holds a configuration of %u "
                 "voter(s); copy it to the other survivors and start them\n",
-                st.cfg.data_dir, st.cfg.n_initial);
+                stp->cfg.data_dir, stp->cfg.n_initial);
         uv_loop_close(&app.loop);
         return 0;
     }
-    rv = nodeStart(&app.node, &app.loop, &st.cfg, errmsg, sizeof errmsg);
+    rv = nodeStart(&app.node, &app.loop, &stp->cfg, errmsg, sizeof errmsg);
     if (rv != 0) {
         tnErrorf("\"cannot start\" error=\"%s\"", errmsg);
         fprintf(stderr, "tenured: %s\n", errmsg);
-        return 1;
+        /* A half-started node (raft initialised, its I/O open) can only be
+         * closed asynchronously; nothing is pending, so leave at once. */
+        fflush(stderr);
+        _exit(1);
     }
     uv_signal_init(&app.loop, &app.sigterm);
     uv_signal_init(&app.loop, &app.sigint);
@@ -527,9 +550,5 @@ int main(int argc, char **argv)
         tnWarnf("\"loop not clean at exit\" error=\"%s\"", uv_strerror(rv));
     }
     tnInfof("\"stopped\"");
-    for (unsigned i = 0; i < st.n_strings; i++) {
-        free(st.strings[i]);
-    }
-    free(st.initial);
     return 0;
 }

@@ -262,7 +262,9 @@ static int cmpRel(const void *a, const void *b)
 /* Window end: the first release the holder started after the grant. */
 static void computeEnds(struct hist *h)
 {
-    qsort(h->rels, h->n_rels, sizeof *h->rels, cmpRel);
+    if (h->n_rels > 0) {
+        qsort(h->rels, h->n_rels, sizeof *h->rels, cmpRel);
+    }
     for (size_t i = 0; i < h->n_grants; i++) {
         struct grant *g = &h->grants[i];
         struct release key = { .res = g->res, .token = g->token,
