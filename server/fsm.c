@@ -3127,7 +3127,7 @@ static int restoreClients(const struct fsm *f,
             e->mode = rU8(r);
             e->pending = rU8(r);
             e->kind = rU8(r);
-            if (r->bad || e->status > TN__STATUS__REFUSED || e->kind == 0 ||
+            if (r->bad || e->status > TN__STATUS__REFUSED ||
                 e->mode > TN__LOCK_MODE__SEMAPHORE || e->pending > 1 ||
                 e->seq <= floor || clientEntry(c, e->seq) != NULL) {
                 return BAD;
