@@ -205,9 +205,11 @@ void envSweep(void)
                 continue;
             }
             long pid = strtol(de->d_name + 13, NULL, 10);
-            if (!pidAlive(pid)) {
-                char path[FAULT_PATH];
-                strf(path, sizeof path, "%s/%s", tmp, de->d_name);
+            char path[FAULT_PATH];
+            char mark[FAULT_PATH];
+            strf(path, sizeof path, "%s/%s", tmp, de->d_name);
+            strf(mark, sizeof mark, "%s/KEEP", path);
+            if (!pidAlive(pid) && access(mark, F_OK) != 0) {
                 fprintf(stderr, "sweep: removing %s\n", path);
                 removeTree(path);
             }
@@ -412,6 +414,13 @@ void envTeardown(struct env *e)
     }
     if (e->root[0] != '\0') {
         if (e->keep) {
+            /* The sweep of later runs leaves a kept directory alone. */
+            char mark[FAULT_PATH];
+            strf(mark, sizeof mark, "%s/KEEP", e->root);
+            int fd = open(mark, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            if (fd >= 0) {
+                close(fd);
+            }
             flog("kept %s", e->root);
         } else {
             removeTree(e->root);

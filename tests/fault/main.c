@@ -285,7 +285,10 @@ int main(int argc, char **argv)
         }                   \
         i++;                \
     } while (0)
-        if (strcmp(a, "--sweep") == 0) {
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage();
+            return 0;
+        } else if (strcmp(a, "--sweep") == 0) {
             envSweep();
             return 0;
         } else if (strcmp(a, "--self-test") == 0) {
