@@ -4,6 +4,7 @@
  *                [--duration S] [--only KIND,...] [--ttl MS]
  *                [--recovery-bound MS] [--bin DIR] [--keep] ...
  *   tenure-fault --sweep
+ *   tenure-fault --self-test
  *   tenure-fault worker ...     (started by the coordinator)
  *
  * Exit status: 0 when the history checked clean and nothing failed, 1 when
@@ -48,7 +49,9 @@ static void usage(void)
             "                    [--lib-workers N] [--http-workers N] "
             "[--actors N] [--hot N] [--cold N]\n"
             "                    [--snapshot-threshold N] [--keep]\n"
-            "       tenure-fault --sweep\n"
+            "       tenure-fault --sweep       remove what dead runs left\n"
+            "       tenure-fault --self-test   the checker on planted "
+            "violations\n"
             "kinds: kill-leader kill-follower pause-leader pause-holder "
             "isolate-leader split\n"
             "       restart-all disk-full corrupt\n");
