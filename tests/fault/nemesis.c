@@ -844,6 +844,7 @@ static void faultCorrupt(struct fault_ctx *c)
     }
     /* The message of this start: the log from where it was. */
     char msg[300] = "";
+    bool lsan = false;
     int lfd = open(n->log_path, O_RDONLY | O_CLOEXEC);
     if (lfd >= 0) {
         char buf[16384];
@@ -851,6 +852,7 @@ static void faultCorrupt(struct fault_ctx *c)
         close(lfd);
         if (got > 0) {
             buf[got] = '\0';
+            lsan = strstr(buf, "LeakSanitizer") != NULL;
             char *save = NULL;
             for (char *line = strtok_r(buf, "\n", &save); line != NULL;
                  line = strtok_r(NULL, "\n", &save)) {
@@ -871,8 +873,10 @@ static void faultCorrupt(struct fault_ctx *c)
                 clear ? ", saying:" : " WITHOUT a clear message", msg);
     } else if (status >= 0) {
         addNote(e, true, "corruption (%s): node %d crashed at start (wait "
-                "status 0x%x) instead of refusing with a message; %s",
-                corrupt_names[kind], n->id, (unsigned)status, msg);
+                "status 0x%x%s) instead of refusing with a message; %s",
+                corrupt_names[kind], n->id, (unsigned)status,
+                lsan ? ", LeakSanitizer: the cannot-start path leaks" : "",
+                msg);
     } else {
         /* What does it serve? Compare its membership with the truth. */
         char member[160] = "membership not readable";
