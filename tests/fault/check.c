@@ -633,7 +633,9 @@ int checkHistory(const struct check_input *in, struct check_result *out)
         loadHistory(&h, e->workers[w].history);
     }
     computeEnds(&h);
-    qsort(h.grants, h.n_grants, sizeof *h.grants, cmpGrantStart);
+    if (h.n_grants > 0) {
+        qsort(h.grants, h.n_grants, sizeof *h.grants, cmpGrantStart);
+    }
     checkExclusion(&h, e);
     checkTokens(&h, e);
     checkStore(&h, in, out);
