@@ -155,6 +155,7 @@ struct batch
     size_t n;
     size_t cap;
     uint64_t nonce;
+    uint64_t sent_ms;             /* when proposed (leader clock) */
     bool applied;
     struct adapter_propose prop;
     struct arena arena;           /* internal sub-messages */
@@ -202,6 +203,15 @@ struct dispatch
     uint64_t leader_term;
     bool start_barrier_busy;
     struct adapter_propose start_barrier;
+    /* DESIGN §4 rule 3: keepalives are answered from memory only while a
+     * majority acknowledged something this leader sent less than an
+     * election timeout ago. quorum_ms is the send time of the newest
+     * acknowledged proposal; an idle leader refreshes it with barriers. */
+    uint64_t quorum_ms;
+    bool quorum_busy;
+    uint64_t quorum_sent_ms;
+    struct adapter_propose quorum_barrier;
+    tn_queue confirm;             /* keepalives waiting for a confirmation */
     bool tick_busy;
     uint64_t member_check_ms;
 
@@ -288,6 +298,8 @@ static uint64_t changedIndex(struct dispatch *d, const char *res, size_t n)
 
 /* ------------------------------------------------------------ completion */
 
+static void deliverDone(struct dispatch *d);
+
 static void complete(struct dispatch *d,
                      struct dispatch_req *req,
                      struct reply *r)
@@ -295,6 +307,12 @@ static void complete(struct dispatch *d,
     req->priv = r;
     req->state = REQ_DONE;
     tn_queue_insert_tail(&d->done, &req->queue);
+    if (d->closing && d->fwd == NULL) {
+        /* Closed: the idle handle is gone, deliver now (a front end waits
+         * for every callback before it closes its connections). */
+        deliverDone(d);
+        return;
+    }
     scheduleIdle(d);
 }
 
@@ -669,6 +687,7 @@ static bool batchPropose(struct dispatch *d, struct batch *b)
     b->msg.n_commands = b->n;
     b->msg.commands = b->cmds;
     b->prop.data = b;
+    b->sent_ms = monoMs();
     rv = adapterPropose(d->adapter, &b->prop, &b->msg, proposeCb);
     if (rv != 0) {
         batchFail(d, b, rv);
@@ -749,6 +768,9 @@ static void appliedHook(void *data,
         return;
     }
     b->applied = true;
+    if (d->is_leader && b->sent_ms > d->quorum_ms) {
+        d->quorum_ms = b->sent_ms; /* a majority stored what we sent then */
+    }
     for (size_t i = 0; i < b->n; i++) {
         struct dispatch_req *req = b->reqs[i];
         const Tn__Command *cmd = b->cmds[i];
@@ -1480,6 +1502,50 @@ static void submitMutation(struct dispatch *d, struct dispatch_req *req)
     }
 }
 
+static bool quorumFresh(struct dispatch *d)
+{
+    return monoMs() < d->quorum_ms + adapterElectionTimeout(d->adapter);
+}
+
+static void quorumBarrierCb(struct adapter_propose *prop, int status)
+{
+    struct dispatch *d = prop->data;
+    d->quorum_busy = false;
+    if (status == 0 && d->is_leader && d->quorum_sent_ms > d->quorum_ms) {
+        d->quorum_ms = d->quorum_sent_ms;
+    }
+    while (!tn_queue_empty(&d->confirm)) {
+        tn_queue *q = tn_queue_head(&d->confirm);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        tn_queue_remove(q);
+        if (d->closing) {
+            completeStatus(d, req, TN__STATUS__CANCELED, "node shutting down");
+        } else if (status == 0 && d->is_leader && quorumFresh(d)) {
+            answerKeepalive(d, req);
+        } else {
+            req->state = REQ_NEW;
+            notLeader(d, req);
+        }
+    }
+}
+
+/* Append a barrier to learn that a majority still follows this leader. */
+static void quorumConfirm(struct dispatch *d)
+{
+    int rv;
+    if (d->quorum_busy || !d->is_leader || d->closing) {
+        return;
+    }
+    d->quorum_barrier.data = d;
+    d->quorum_sent_ms = monoMs();
+    rv = adapterBarrier(d->adapter, &d->quorum_barrier, quorumBarrierCb);
+    if (rv != 0) {
+        quorumBarrierCb(&d->quorum_barrier, rv);
+        return;
+    }
+    d->quorum_busy = true;
+}
+
 struct changeState
 {
     struct adapter_change change;
@@ -1582,6 +1648,12 @@ static void process(struct dispatch *d, struct dispatch_req *req)
             } else if (!d->ready) {
                 req->state = REQ_NOT_READY;
                 tn_queue_insert_tail(&d->not_ready, &req->queue);
+            } else if (!quorumFresh(d)) {
+                /* Not heard from a majority lately (e.g. this process was
+                 * paused): confirm leadership before answering. */
+                req->state = REQ_NOT_READY;
+                tn_queue_insert_tail(&d->confirm, &req->queue);
+                quorumConfirm(d);
             } else {
                 answerKeepalive(d, req);
             }
@@ -1885,6 +1957,7 @@ static void startBarrierCb(struct adapter_propose *prop, int status)
         return;
     }
     d->ready = true;
+    d->quorum_ms = monoMs(); /* just acknowledged by a majority */
     fsmSessionForEach(d->fsm, resetLeaseCb, d);
     tnInfof("\"leader ready\" sessions=%zu index=%llu",
             leasesCount(&d->leases), (unsigned long long)fsmIndex(d->fsm));
@@ -1910,6 +1983,7 @@ static void changedHook(void *data)
         d->stats.leader_changes++;
         leasesClear(&d->leases);
         d->start_barrier.data = d;
+        d->quorum_ms = 0;
         if (!d->start_barrier_busy) {
             rv = adapterBarrier(d->adapter, &d->start_barrier,
                                 startBarrierCb);
@@ -2027,6 +2101,11 @@ static void timerCb(uv_timer_t *t)
             }
         }
     }
+    if (d->is_leader && d->ready &&
+        now >= d->quorum_ms + adapterElectionTimeout(d->adapter) / 3) {
+        /* Keep the majority confirmation fresh on an idle leader. */
+        quorumConfirm(d);
+    }
     if (d->is_leader && d->ready) {
         /* Propose an expiry for each session past its deadline. */
         while ((l = leasesNextExpired(&d->leases, now)) != NULL) {
@@ -2140,6 +2219,7 @@ int dispatchInit(struct dispatch **out,
     tn_queue_init(&d->not_ready);
     tn_queue_init(&d->waiters);
     tn_queue_init(&d->watches);
+    tn_queue_init(&d->confirm);
     tn_queue_init(&d->fired);
     tn_queue_init(&d->done);
     d->changed = calloc(CHANGED_SLOTS, sizeof *d->changed);
@@ -2208,6 +2288,7 @@ void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data)
     d->close_data = data;
     failQueue(d, &d->reads);
     failQueue(d, &d->not_ready);
+    failQueue(d, &d->confirm);
     failQueue(d, &d->waiters);
     failQueue(d, &d->watches);
     d->n_watches = 0;
@@ -2224,9 +2305,11 @@ void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data)
         batchFail(d, b, TN__STATUS__CANCELED);
         batchFree(b);
     }
-    deliverDone(d);
+    /* Relayed requests fail (their callbacks complete them) before the last
+     * delivery: after it, nothing is left to deliver. */
     forwarderClose(d->fwd);
     d->fwd = NULL;
+    deliverDone(d);
     uv_timer_stop(&d->timer);
     uv_idle_stop(&d->idle);
     d->open_handles = 2;
