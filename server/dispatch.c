@@ -1898,18 +1898,11 @@ static void memberRegCb(struct dispatch_req *req, const Tn__Response *resp)
     free(req->data);
 }
 
-static void registerViaLeader(struct dispatch *d)
+/* Send this node's MemberInfo to the leader (relayed): its addresses, and
+ * its disk alarm when @low_disk. */
+static void memberInfoSubmit(struct dispatch *d, bool low_disk)
 {
-    const char *rpc = NULL;
-    const char *http = NULL;
-    struct memberReg *m;
-
-    if (fsmMemberGet(d->fsm, d->cfg.node_id, &rpc, &http) &&
-        strcmp(rpc, d->cfg.rpc_address) == 0 &&
-        strcmp(http, d->cfg.http_address) == 0) {
-        return;
-    }
-    m = calloc(1, sizeof *m);
+    struct memberReg *m = calloc(1, sizeof *m);
     if (m == NULL) {
         return;
     }
@@ -1919,6 +1912,8 @@ static void registerViaLeader(struct dispatch *d)
     m->info.rpc_address = (char *)d->cfg.rpc_address;
     m->info.http_address = (char *)d->cfg.http_address;
     m->info.raft_address = (char *)d->cfg.raft_address;
+    m->info.low_disk = low_disk;
+    m->info.free_bytes = low_disk ? d->disk_free : 0;
     m->request.forward = true;
     m->request.body_case = TN__REQUEST__BODY_MEMBER_INFO;
     m->request.member_info = &m->info;
@@ -1928,6 +1923,19 @@ static void registerViaLeader(struct dispatch *d)
     if (dispatchSubmit(d, &m->req) != 0) {
         free(m);
     }
+}
+
+static void registerViaLeader(struct dispatch *d)
+{
+    const char *rpc = NULL;
+    const char *http = NULL;
+
+    if (fsmMemberGet(d->fsm, d->cfg.node_id, &rpc, &http) &&
+        strcmp(rpc, d->cfg.rpc_address) == 0 &&
+        strcmp(http, d->cfg.http_address) == 0) {
+        return;
+    }
+    memberInfoSubmit(d, false);
 }
 
 static int resetLeaseCb(void *data, const struct fsm_session_view *s)
@@ -2033,7 +2041,6 @@ static void changedHook(void *data)
  * a follower tells the leader, which refuses writes cluster-wide. */
 static void diskReport(struct dispatch *d, uint64_t now)
 {
-    struct memberReg *m;
     if (d->is_leader) {
         if (now - d->last_transfer_ms >= 5000) {
             d->last_transfer_ms = now;
@@ -2043,29 +2050,8 @@ static void diskReport(struct dispatch *d, uint64_t now)
         }
         return;
     }
-    if (adapterLeader(d->adapter, NULL) == 0) {
-        return;
-    }
-    m = calloc(1, sizeof *m);
-    if (m == NULL) {
-        return;
-    }
-    tn__request__init(&m->request);
-    tn__member_info__init(&m->info);
-    m->info.id = d->cfg.node_id;
-    m->info.rpc_address = (char *)d->cfg.rpc_address;
-    m->info.http_address = (char *)d->cfg.http_address;
-    m->info.raft_address = (char *)d->cfg.raft_address;
-    m->info.low_disk = true;
-    m->info.free_bytes = d->disk_free;
-    m->request.forward = true;
-    m->request.body_case = TN__REQUEST__BODY_MEMBER_INFO;
-    m->request.member_info = &m->info;
-    m->req.data = m;
-    m->req.request = &m->request;
-    m->req.cb = memberRegCb;
-    if (dispatchSubmit(d, &m->req) != 0) {
-        free(m);
+    if (adapterLeader(d->adapter, NULL) != 0) {
+        memberInfoSubmit(d, true);
     }
 }
 
