@@ -8,9 +8,11 @@ set -u
 SRC=${TENURE_SOURCE_DIR:?}
 BIN=${TENURE_BIN_DIR:?}
 DIR=$(mktemp -d /tmp/tenure-lc.XXXXXX)
-# A base port unlikely to be in use: 20000-39999 by pid.
-BASE=$((20000 + ($$ % 200) * 100))
-export TENURE_BASE_PORT=$BASE TENURE_BIN_DIR=$BIN
+# Base ports below the kernel's ephemeral range (32768 and up), where the
+# other tests' port-0 sockets live; retried on another base if a port is
+# taken anyway.
+BASE=$((20000 + ($$ % 120) * 100))
+export TENURE_BIN_DIR=$BIN
 LC="$SRC/deploy/local-cluster.sh"
 
 fail() {
@@ -23,7 +25,20 @@ fail() {
     exit 1
 }
 
-"$LC" start --dir "$DIR" >"$DIR/start.out" 2>&1 || fail "start: $(cat "$DIR/start.out")"
+attempt=1
+while :; do
+    export TENURE_BASE_PORT=$BASE
+    if "$LC" start --dir "$DIR" >"$DIR/start.out" 2>&1; then
+        break
+    fi
+    [ $attempt -lt 3 ] || fail "start: $(cat "$DIR/start.out")"
+    echo "start on base $BASE failed (port taken?), retrying" >&2
+    "$LC" stop --dir "$DIR" >/dev/null 2>&1
+    rm -rf "$DIR"
+    DIR=$(mktemp -d /tmp/tenure-lc.XXXXXX)
+    BASE=$((20000 + ((BASE - 20000) / 100 + 37) % 120 * 100))
+    attempt=$((attempt + 1))
+done
 grep -q "leader: node" "$DIR/start.out" || fail "start did not print the leader"
 
 H1=$((BASE + 201))
