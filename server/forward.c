@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 
 struct fwdConn
@@ -214,30 +215,13 @@ static void fwdConnectCb(uv_connect_t *req, int status)
     fwdFlush(c);
 }
 
-static int fwdParseAddress(const char *address, struct sockaddr_in *sa)
-{
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    size_t n;
-    if (colon == NULL) {
-        return -1;
-    }
-    n = (size_t)(colon - address);
-    if (n == 0 || n >= sizeof host) {
-        return -1;
-    }
-    memcpy(host, address, n);
-    host[n] = '\0';
-    return uv_ip4_addr(host, atoi(colon + 1), sa);
-}
-
 static struct fwdConn *fwdConnOpen(struct forwarder *f, const char *address)
 {
     struct fwdConn *c;
     struct sockaddr_in sa;
 
     if (strlen(address) >= sizeof c->address ||
-        fwdParseAddress(address, &sa) != 0) {
+        tnParseIpv4(address, &sa) != 0) {
         return NULL;
     }
     c = calloc(1, sizeof *c);

@@ -1623,26 +1623,43 @@ static void cmdWithdraw(struct fsm *f,
     r->message = "withdraw: not queued (granted, ended or never queued)";
 }
 
+/* Release and renew name a hold by (resource, token): check both, then
+ * find the lock and the hold (either may be NULL). Returns false, with @r
+ * set, for invalid input. */
+static bool tokenLookup(struct fsm *f,
+                        const char *name,
+                        uint64_t token,
+                        struct fsm_result *r,
+                        struct lock **l,
+                        struct holder **h)
+{
+    size_t len = strlen(name);
+    const char *bad;
+
+    if (!fsmResourceValid(name, len, &bad)) {
+        fsmInvalid(r, bad);
+        return false;
+    }
+    if (token == 0) {
+        fsmInvalid(r, "token: required");
+        return false;
+    }
+    *l = lockFind(f->impl, name, len);
+    *h = *l != NULL ? holderByToken(*l, token) : NULL;
+    return true;
+}
+
 static void cmdRelease(struct fsm *f,
                        const Tn__Release *c,
                        struct fsm_result *r)
 {
     const char *name = fsmStr(c->resource);
-    size_t len = strlen(name);
-    const char *bad;
     struct lock *l;
     struct holder *h;
 
-    if (!fsmResourceValid(name, len, &bad)) {
-        fsmInvalid(r, bad);
+    if (!tokenLookup(f, name, c->token, r, &l, &h)) {
         return;
     }
-    if (c->token == 0) {
-        fsmInvalid(r, "token: required");
-        return;
-    }
-    l = lockFind(f->impl, name, len);
-    h = l != NULL ? holderByToken(l, c->token) : NULL;
     if (h != NULL) {
         struct session *s = h->session;
         fsmResultHolder(h, r);
@@ -1650,33 +1667,24 @@ static void cmdRelease(struct fsm *f,
         sessionMaybeEndEphemeral(f, s);
         return;
     }
-    fsmTokenGone(f, l, name, len, c->token, true, r);
+    fsmTokenGone(f, l, name, strlen(name), c->token, true, r);
 }
 
 static void cmdRenew(struct fsm *f, const Tn__Renew *c, struct fsm_result *r)
 {
     const char *name = fsmStr(c->resource);
-    size_t len = strlen(name);
-    const char *bad;
     struct lock *l;
     struct holder *h;
 
-    if (!fsmResourceValid(name, len, &bad)) {
-        fsmInvalid(r, bad);
+    if (!tokenLookup(f, name, c->token, r, &l, &h)) {
         return;
     }
-    if (c->token == 0) {
-        fsmInvalid(r, "token: required");
-        return;
-    }
-    l = lockFind(f->impl, name, len);
-    h = l != NULL ? holderByToken(l, c->token) : NULL;
     if (h != NULL) {
         sessionRenew(f, h->session, c->ttl_ms);
         fsmResultHolder(h, r);
         return;
     }
-    fsmTokenGone(f, l, name, len, c->token, false, r);
+    fsmTokenGone(f, l, name, strlen(name), c->token, false, r);
 }
 
 static void memberSet(char **slot, const char *s)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "frame.h"
+#include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/queue.h"
 
@@ -306,23 +307,6 @@ static void acceptCb(uv_stream_t *listener, int status)
     }
 }
 
-static int parseAddress(const char *address, struct sockaddr_in *sa)
-{
-    char host[64];
-    const char *colon = strrchr(address, ':');
-    size_t n;
-    if (colon == NULL) {
-        return UV_EINVAL;
-    }
-    n = (size_t)(colon - address);
-    if (n == 0 || n >= sizeof host) {
-        return UV_EINVAL;
-    }
-    memcpy(host, address, n);
-    host[n] = '\0';
-    return uv_ip4_addr(host, atoi(colon + 1), sa);
-}
-
 static void startFailCloseCb(uv_handle_t *h)
 {
     free(h->data);
@@ -340,7 +324,7 @@ int rpcServerStart(struct rpc_server **out,
     struct sockaddr_in sa;
     int rv;
 
-    rv = parseAddress(address, &sa);
+    rv = tnParseIpv4(address, &sa);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "rpc address %s: expected IPv4 host:port",
                  address);
