@@ -8,6 +8,7 @@ PROG=deploy/local-cluster.sh
 BIN_DIR=${TENURE_BIN_DIR:-$ROOT/build}
 TENURED=$BIN_DIR/tenured
 LOG_LEVEL=${TENURE_LOG_LEVEL:-info}
+TENURED_ARGS=${TENURED_ARGS:-} # more tenured flags for every node, e.g. --max-inflight 8
 START_TIMEOUT=${TENURE_START_TIMEOUT:-30} # seconds to wait for a leader
 STOP_TIMEOUT=10                            # seconds between SIGTERM and SIGKILL
 
@@ -34,7 +35,8 @@ Node i listens on 127.0.0.1: Raft port BASE+i, RPC BASE+100+i, HTTP
 BASE+200+i, with BASE from TENURE_BASE_PORT (default 7000). Each node keeps
 DIR/node<i>/data, DIR/node<i>/tenured.log and DIR/node<i>/tenured.pid.
 Environment: TENURE_BASE_PORT, TENURE_BIN_DIR (default <repo>/build),
-TENURE_LOG_LEVEL (default info), TENURE_START_TIMEOUT (default 30 s).
+TENURE_LOG_LEVEL (default info), TENURE_START_TIMEOUT (default 30 s),
+TENURED_ARGS (more tenured flags for every node).
 EOF
 }
 
@@ -277,7 +279,7 @@ start_node() {
         --rpc "127.0.0.1:$(rpc_port "$1")" \
         --http "127.0.0.1:$(http_port "$1")" \
         --initial-cluster "$(initial_cluster)" \
-        --log-level "$LOG_LEVEL" \
+        --log-level "$LOG_LEVEL" $TENURED_ARGS \
         </dev/null >>"$d/tenured.log" 2>&1 &
     echo $! >"$d/tenured.pid"
 }

@@ -120,6 +120,25 @@ static int bufPrintf(struct buf *b, const char *fmt, ...)
     return 0;
 }
 
+#define bufLit(b, lit) bufAppend((b), (lit), sizeof(lit) - 1)
+
+static int bufStrAppend(struct buf *b, const char *s)
+{
+    return bufAppend(b, s, strlen(s));
+}
+
+/* Append @v in decimal. */
+static int bufU64(struct buf *b, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return bufAppend(b, tmp + i, sizeof tmp - i);
+}
+
 static void bufReset(struct buf *b)
 {
     b->len = 0;
@@ -242,6 +261,8 @@ struct http_conn
     bool lingering;  /* final response sent: discarding input */
     bool closing;    /* uv_close called */
     bool continue_pending;
+    bool flushing;    /* in connFlush */
+    bool flush_again; /* connFlush was asked for while flushing */
     /* parser state */
     struct buf stash; /* unparsed bytes while paused */
     struct buf hfield;
@@ -633,6 +654,34 @@ static void serverLog(struct http_server *s, int level, struct buf *line)
 
 /* ------------------------------------------------------- exchanges */
 
+/* "%08x-%08llx" of (@prefix, @n), without printf: at least 8 hex digits
+ * of @n, more when it needs them. */
+static void requestIdFormat(char out[MAX_REQUEST_ID + 1],
+                            uint32_t prefix,
+                            uint64_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char tmp[16];
+    size_t len = 0;
+    size_t i;
+
+    for (i = 0; i < 8; i++) {
+        out[i] = hex[(prefix >> (28 - 4 * i)) & 0xf];
+    }
+    out[8] = '-';
+    do {
+        tmp[len++] = hex[n & 0xf];
+        n >>= 4;
+    } while (n != 0);
+    while (len < 8) {
+        tmp[len++] = '0';
+    }
+    for (i = 0; i < len; i++) {
+        out[9 + i] = tmp[len - 1 - i];
+    }
+    out[9 + len] = '\0';
+}
+
 static struct http_exchange *exchangeNew(struct http_conn *c)
 {
     struct http_server *s = c->srv;
@@ -645,8 +694,7 @@ static struct http_exchange *exchangeNew(struct http_conn *c)
     ex->state = EX_PARSING;
     tn_queue_init(&ex->link);
     s->next_id++;
-    snprintf(ex->request_id, sizeof ex->request_id, "%08" PRIx32 "-%08" PRIx64,
-             s->id_prefix, s->next_id);
+    requestIdFormat(ex->request_id, s->id_prefix, s->next_id);
     ex->req = (Tn__Request)TN__REQUEST__INIT;
     return ex;
 }
@@ -694,6 +742,20 @@ static void exchangeHeaderf(struct http_exchange *ex,
     bufPrintf(&ex->hdrs, "%s: %s\r\n", name, value);
 }
 
+/* The Date header's value, formatted once per second. */
+static const char *httpDate(struct http_server *s)
+{
+    time_t now = time(NULL);
+    if ((int64_t)now != s->date_sec || s->date_text[0] == '\0') {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s->date_text, sizeof s->date_text,
+                 "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        s->date_sec = (int64_t)now;
+    }
+    return s->date_text;
+}
+
 /* Build the whole response into ex->out and mark the exchange READY. */
 static void exchangeSend(struct http_exchange *ex,
                          int status,
@@ -704,36 +766,43 @@ static void exchangeSend(struct http_exchange *ex,
     struct http_conn *c = ex->conn;
     struct http_server *s = c->srv;
     struct buf *o = &ex->out;
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
     bool no_body = status == 204 || status == 304 || status < 200;
 
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     if (!ex->keep_alive) {
         ex->close_after = true;
     }
 
+    /* Every answer goes through here: plain appends, no printf. */
     bufReset(o);
-    bufPrintf(o, "HTTP/1.1 %d %s\r\n", status, reasonPhrase(status));
-    bufPrintf(o, "Date: %s\r\n", date);
-    bufPrintf(o, "Server: tenured\r\n");
-    bufPrintf(o, "X-Request-Id: %s\r\n", ex->request_id);
-    bufPrintf(o, "Cache-Control: no-store\r\n");
+    if (bufReserve(o, 256 + ex->hdrs.len + len) != 0) {
+        ex->close_after = true;
+    }
+    bufLit(o, "HTTP/1.1 ");
+    bufU64(o, (uint64_t)status);
+    bufLit(o, " ");
+    bufStrAppend(o, reasonPhrase(status));
+    bufLit(o, "\r\nDate: ");
+    bufStrAppend(o, httpDate(s));
+    bufLit(o, "\r\nServer: tenured\r\nX-Request-Id: ");
+    bufStrAppend(o, ex->request_id);
+    bufLit(o, "\r\nCache-Control: no-store\r\n");
     if (!no_body) {
         if (ctype != NULL) {
-            bufPrintf(o, "Content-Type: %s\r\n", ctype);
+            bufLit(o, "Content-Type: ");
+            bufStrAppend(o, ctype);
+            bufLit(o, "\r\n");
         }
-        bufPrintf(o, "Content-Length: %zu\r\n", len);
+        bufLit(o, "Content-Length: ");
+        bufU64(o, len);
+        bufLit(o, "\r\n");
     }
     if (ex->hdrs.len > 0) {
         bufAppend(o, ex->hdrs.p, ex->hdrs.len);
     }
     if (ex->close_after) {
-        bufPrintf(o, "Connection: close\r\n");
+        bufLit(o, "Connection: close\r\n");
     } else if (ex->http10) {
-        bufPrintf(o, "Connection: keep-alive\r\n");
+        bufLit(o, "Connection: keep-alive\r\n");
     }
     bufAppend(o, "\r\n", 2);
     if (!no_body && !ex->head && len > 0) {
@@ -919,12 +988,16 @@ static void connStopReading(struct http_conn *c)
     }
 }
 
+/* Every connection reads into the same buffer: the loop runs one read
+ * callback at a time, and the parser copies what it keeps (url, headers,
+ * body, and the stash of a paused connection) before the callback
+ * returns. */
 static void connAllocCb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
+    static char scratch[READ_CHUNK];
     (void)h;
     (void)suggested;
-    b->base = malloc(READ_CHUNK);
-    b->len = b->base != NULL ? READ_CHUNK : 0;
+    *b = uv_buf_init(scratch, sizeof scratch);
 }
 
 static void connReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b);
@@ -1095,36 +1168,84 @@ static void exchangeWriteCb(uv_write_t *req, int status)
     connTimerUpdate(c);
 }
 
+/* Write the answers that are ready, in order. An answer the socket takes
+ * whole at once (the usual case) is done here, without uv_write: that
+ * saves the epoll_ctl round trip libuv makes for every queued write. Not
+ * reentrant: a flush asked for from inside (connResume parsing pipelined
+ * requests that are answered at once) runs after the current one. */
 static void connFlush(struct http_conn *c)
 {
-    while (!c->closing && !tn_queue_empty(&c->exchanges)) {
-        tn_queue *q = tn_queue_head(&c->exchanges);
-        struct http_exchange *ex = TN_QUEUE_DATA(q, struct http_exchange, link);
-        uv_buf_t b;
-        int rv;
+    bool wrote = false;
 
-        if (ex->state != EX_READY) {
-            break;
-        }
-        tn_queue_remove(q);
-        ex->state = EX_WRITING;
-        b = uv_buf_init(ex->out.p, (unsigned)ex->out.len);
-        ex->wreq.data = ex;
-        rv = uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1,
-                      exchangeWriteCb);
-        if (rv != 0) {
-            exchangeFree(ex);
-            connClose(c);
-            return;
-        }
-        c->n_writing++;
-        if (ex->close_after) {
-            /* Nothing after this one is answered. */
-            c->draining = true;
-            connStopReading(c);
-            break;
-        }
+    if (c->flushing) {
+        c->flush_again = true;
+        return;
     }
+    c->flushing = true;
+    do {
+        c->flush_again = false;
+        while (!c->closing && !tn_queue_empty(&c->exchanges)) {
+            tn_queue *q = tn_queue_head(&c->exchanges);
+            struct http_exchange *ex =
+                TN_QUEUE_DATA(q, struct http_exchange, link);
+            uv_buf_t b;
+            int rv;
+
+            if (ex->state != EX_READY) {
+                break;
+            }
+            tn_queue_remove(q);
+            ex->state = EX_WRITING;
+            b = uv_buf_init(ex->out.p, (unsigned)ex->out.len);
+            /* libuv refuses (UV_EAGAIN) while earlier writes are queued,
+             * so the order of answers is kept. */
+            rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+            if (rv == (int)b.len) {
+                bool close_after = ex->close_after;
+                exchangeFree(ex);
+                wrote = true;
+                if (close_after) {
+                    connShutdown(c);
+                    break;
+                }
+                continue;
+            }
+            if (rv > 0) {
+                b.base += rv;
+                b.len -= (unsigned)rv;
+            } else if (rv != UV_EAGAIN) {
+                exchangeFree(ex);
+                connClose(c);
+                break;
+            }
+            ex->wreq.data = ex;
+            rv = uv_write(&ex->wreq, (uv_stream_t *)&c->tcp, &b, 1,
+                          exchangeWriteCb);
+            if (rv != 0) {
+                exchangeFree(ex);
+                connClose(c);
+                break;
+            }
+            c->n_writing++;
+            if (ex->close_after) {
+                /* Nothing after this one is answered. */
+                c->draining = true;
+                connStopReading(c);
+                break;
+            }
+        }
+        /* What exchangeWriteCb does after a write, for those written
+         * here. */
+        if (wrote && !c->closing && !c->lingering) {
+            wrote = false;
+            if (c->eof && c->n_live == 0) {
+                connClose(c);
+                break;
+            }
+            connResume(c);
+        }
+    } while (c->flush_again && !c->closing);
+    c->flushing = false;
 }
 
 static void connTimerCb(uv_timer_t *t)
@@ -1560,7 +1681,6 @@ static void connReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
             }
         }
     }
-    free(b->base);
 }
 
 static void serverConnectionCb(uv_stream_t *listener, int status)

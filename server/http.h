@@ -162,6 +162,8 @@ struct http_server
     uint32_t id_prefix;   /* random, per server: makes request ids unique */
     uint64_t rng;         /* xorshift state for Retry-After jitter */
     struct http_stats stats;
+    int64_t date_sec;     /* the second date_text names */
+    char date_text[32];   /* IMF-fixdate for the Date header */
     char errmsg[256];
 };
 

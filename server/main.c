@@ -23,7 +23,7 @@ static const char usage[] =
     "               [--election-timeout MS] [--heartbeat MS]\n"
     "               [--min-ttl MS] [--max-ttl MS] [--max-lock-delay MS]\n"
     "               [--snapshot-threshold N] [--max-frame BYTES]\n"
-    "               [--min-free-disk BYTES]\n"
+    "               [--min-free-disk BYTES] [--max-inflight N]\n"
     "\n"
     "  --config           a file of `key = value` lines with the same keys as\n"
     "                     the flags (without the dashes); flags override it.\n"
@@ -37,7 +37,10 @@ static const char usage[] =
     "                     make --initial-cluster the new set of voters, then\n"
     "                     exit (see docs/operations.md).\n"
     "  --min-free-disk    below this many free bytes in the data dir the\n"
-    "                     cluster refuses new writes (default 64 MiB).\n";
+    "                     cluster refuses new writes (default 64 MiB).\n"
+    "  --max-inflight     Raft entries the leader keeps proposed but not yet\n"
+    "                     applied; what arrives meanwhile waits and shares\n"
+    "                     the next entry (default 64).\n";
 
 struct settings
 {
@@ -181,6 +184,11 @@ static int applyOption(struct settings *st, const char *where,
             return -1;
         }
         c->max_frame = (size_t)v;
+    } else if (strcmp(key, "max-inflight") == 0) {
+        if (parseU64(where, key, value, 1, 1024, &v) != 0) {
+            return -1;
+        }
+        c->max_inflight = (unsigned)v;
     } else if (strcmp(key, "min-free-disk") == 0) {
         if (parseU64(where, key, value, 0, UINT64_MAX / 2, &v) != 0) {
             return -1;
@@ -458,6 +466,7 @@ static int tenured(int argc, char **argv, struct settings *stp)
         { "max-lock-delay", required_argument, NULL, 0 },
         { "snapshot-threshold", required_argument, NULL, 0 },
         { "max-frame", required_argument, NULL, 0 },
+        { "max-inflight", required_argument, NULL, 0 },
         { "min-free-disk", required_argument, NULL, 0 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },

@@ -220,6 +220,7 @@ int nodeStart(struct node **out,
     dc.rpc_address = config->rpc_address;
     dc.http_address = config->http_address;
     dc.max_frame = config->max_frame;
+    dc.max_outstanding = config->max_inflight;
     rv = dispatchInit(&n->dispatch, loop, &n->fsm, &dc);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "out of memory");

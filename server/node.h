@@ -27,6 +27,8 @@ struct node_config
     uint32_t max_ttl_ms;
     uint32_t max_lock_delay_ms;
     size_t max_frame;
+    unsigned max_inflight;                 /* Raft entries proposed, not yet
+                                            * applied; 0: the default */
     uint64_t min_free_disk;                /* bytes; below: refuse writes */
 };
 
