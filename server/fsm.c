@@ -56,25 +56,6 @@ struct session
     uint32_t n_waits;
 };
 
-struct lock
-{
-    struct tn_avl_node node; /* impl->locks, by name */
-    struct tn_avl holders;   /* struct holder, by token */
-    tn_queue waiters;        /* struct waiter.lock_link, FIFO */
-    struct timer *delay;     /* owned; armed while a lock-delay runs */
-    uint64_t generation;
-    uint64_t last_token;
-    uint64_t modified_index;
-    uint64_t delay_until; /* 0: no lock-delay */
-    uint32_t n_waiters;
-    uint32_t permits;  /* semaphore size while sem_refs > 0 */
-    uint32_t sem_refs; /* semaphore holders + semaphore waiters */
-    uint8_t mode;      /* of the holders; EXCLUSIVE when none */
-    bool dirty;        /* in impl->dirty */
-    uint16_t len;
-    char name[]; /* NUL-terminated */
-};
-
 struct holder
 {
     struct tn_avl_node node; /* lock->holders, by token */
@@ -84,6 +65,38 @@ struct holder
     uint64_t token;
     uint64_t acquired_at;
     uint32_t lock_delay_ms;
+};
+
+/* What only some locks need: a queue of waiters, a running lock-delay, a
+ * semaphore size. Allocated on first use and freed once idle again, so that
+ * a plainly held lock does not carry these fields (see lockExt). */
+struct lock_ext
+{
+    tn_queue waiters;     /* struct waiter.lock_link, FIFO */
+    struct timer *delay;  /* owned; armed while a lock-delay runs */
+    uint64_t delay_until; /* 0: no lock-delay */
+    uint32_t n_waiters;
+    uint32_t permits;  /* semaphore size while sem_refs > 0 */
+    uint32_t sem_refs; /* semaphore holders + semaphore waiters */
+};
+
+/* One allocation per lock: the name is stored inline and so is the first
+ * hold (most locks have a single holder); further holders of shared locks
+ * and semaphores are allocated on their own. */
+struct lock
+{
+    struct tn_avl_node node; /* impl->locks, by name */
+    struct tn_avl holders;   /* struct holder, by token */
+    struct lock_ext *ext;    /* owned; NULL while not needed */
+    uint64_t generation;
+    uint64_t last_token;
+    uint64_t modified_index;
+    struct holder first; /* in use when first_used */
+    uint8_t mode;        /* of the holders; EXCLUSIVE when none */
+    bool dirty;          /* in impl->dirty */
+    bool first_used;
+    uint16_t len;
+    char name[]; /* NUL-terminated */
 };
 
 struct waiter
@@ -598,9 +611,39 @@ static struct centry *clientEntry(const struct client *c, uint64_t seq)
     return NULL;
 }
 
+/* The optional part of a lock, read as zeroes when it is absent. */
+static uint64_t lockDelayUntil(const struct lock *l)
+{
+    return l->ext != NULL ? l->ext->delay_until : 0;
+}
+
+static uint32_t lockWaiters(const struct lock *l)
+{
+    return l->ext != NULL ? l->ext->n_waiters : 0;
+}
+
+static uint32_t lockPermits(const struct lock *l)
+{
+    return l->ext != NULL ? l->ext->permits : 0;
+}
+
+static uint32_t lockSemRefs(const struct lock *l)
+{
+    return l->ext != NULL ? l->ext->sem_refs : 0;
+}
+
+static struct waiter *lockFirstWaiter(const struct lock *l)
+{
+    if (l->ext == NULL || tn_queue_empty(&l->ext->waiters)) {
+        return NULL;
+    }
+    return TN_QUEUE_DATA(tn_queue_head(&l->ext->waiters), struct waiter,
+                         lock_link);
+}
+
 static bool lockDelayActive(const struct fsm_impl *impl, const struct lock *l)
 {
-    return l->delay_until > impl->now;
+    return lockDelayUntil(l) > impl->now;
 }
 
 /* ---------------------------------------------------------------- locks */
@@ -620,34 +663,97 @@ static void lockTouch(struct fsm_impl *impl, struct lock *l)
     l->dirty = true;
 }
 
-static struct lock *lockCreate(struct fsm_impl *impl,
-                               const char *name,
-                               size_t len)
+/* A lock named @name (not in any tree yet), or NULL if out of memory. */
+static struct lock *lockNew(const char *name, size_t len)
 {
-    struct lock *l = fsmZalloc(sizeof *l + len + 1);
+    struct lock *l = calloc(1, offsetof(struct lock, name) + len + 1);
 
+    if (l == NULL) {
+        return NULL;
+    }
     memcpy(l->name, name, len);
     l->name[len] = '\0';
     l->len = (uint16_t)len;
     l->mode = TN__LOCK_MODE__EXCLUSIVE;
     tn_avl_init(&l->holders);
-    tn_queue_init(&l->waiters);
+    return l;
+}
+
+static struct lock *lockCreate(struct fsm_impl *impl,
+                               const char *name,
+                               size_t len)
+{
+    struct lock *l = fsmMust(lockNew(name, len));
+
     fsmInsert(&impl->locks, &l->node, lockCmp);
     return l;
 }
 
+/* The optional part of @l, created if missing (NULL if out of memory). */
+static struct lock_ext *lockExtNew(struct lock *l)
+{
+    if (l->ext == NULL) {
+        l->ext = calloc(1, sizeof *l->ext);
+        if (l->ext == NULL) {
+            return NULL;
+        }
+        tn_queue_init(&l->ext->waiters);
+    }
+    return l->ext;
+}
+
+static struct lock_ext *lockExt(struct lock *l)
+{
+    return fsmMust(lockExtNew(l));
+}
+
+/* Free the optional part once nothing in it is in use. */
+static void lockExtTrim(struct lock *l)
+{
+    struct lock_ext *x = l->ext;
+
+    if (x != NULL && x->n_waiters == 0 && x->delay == NULL &&
+        x->delay_until == 0 && x->sem_refs == 0 && x->permits == 0) {
+        free(x);
+        l->ext = NULL;
+    }
+}
+
+/* A slot for a new hold of @l: the inline one if free (NULL if out of
+ * memory). */
+static struct holder *holderAlloc(struct lock *l)
+{
+    if (!l->first_used) {
+        l->first_used = true;
+        memset(&l->first, 0, sizeof l->first);
+        return &l->first;
+    }
+    return calloc(1, sizeof(struct holder));
+}
+
+static void holderFree(struct holder *h)
+{
+    struct lock *l = h->lock;
+
+    if (h == &l->first) {
+        l->first_used = false;
+    } else {
+        free(h);
+    }
+}
+
 static bool lockUnused(const struct fsm_impl *impl, const struct lock *l)
 {
-    return l->holders.count == 0 && l->n_waiters == 0 &&
+    return l->holders.count == 0 && lockWaiters(l) == 0 &&
            !lockDelayActive(impl, l);
 }
 
 static void lockDisarmDelay(struct fsm_impl *impl, struct lock *l)
 {
-    if (l->delay != NULL) {
-        tn_avl_remove(&impl->timers, &l->delay->node);
-        free(l->delay);
-        l->delay = NULL;
+    if (l->ext != NULL && l->ext->delay != NULL) {
+        tn_avl_remove(&impl->timers, &l->ext->delay->node);
+        free(l->ext->delay);
+        l->ext->delay = NULL;
     }
 }
 
@@ -655,22 +761,24 @@ static void lockFree(struct fsm_impl *impl, struct lock *l)
 {
     lockDisarmDelay(impl, l);
     tn_avl_remove(&impl->locks, &l->node);
+    free(l->ext);
     free(l);
 }
 
 static void lockSemRef(struct lock *l, int mode, uint32_t permits)
 {
     if (mode == TN__LOCK_MODE__SEMAPHORE) {
-        if (l->sem_refs++ == 0) {
-            l->permits = permits;
+        struct lock_ext *x = lockExt(l);
+        if (x->sem_refs++ == 0) {
+            x->permits = permits;
         }
     }
 }
 
 static void lockSemUnref(struct lock *l, int mode)
 {
-    if (mode == TN__LOCK_MODE__SEMAPHORE && --l->sem_refs == 0) {
-        l->permits = 0;
+    if (mode == TN__LOCK_MODE__SEMAPHORE && --l->ext->sem_refs == 0) {
+        l->ext->permits = 0;
     }
 }
 
@@ -684,8 +792,8 @@ static bool lockCompatible(const struct lock *l, int mode, uint32_t permits)
     case TN__LOCK_MODE__SHARED:
         return mode == TN__LOCK_MODE__SHARED;
     case TN__LOCK_MODE__SEMAPHORE:
-        return mode == TN__LOCK_MODE__SEMAPHORE && permits == l->permits &&
-               l->holders.count < l->permits;
+        return mode == TN__LOCK_MODE__SEMAPHORE &&
+               permits == lockPermits(l) && l->holders.count < lockPermits(l);
     default:
         return false;
     }
@@ -709,8 +817,8 @@ static void lockFillConflict(const struct fsm_impl *impl,
         r->acquired_at_ms = h->acquired_at;
         r->holder_ttl_ms = h->session->ttl_ms;
     }
-    r->queue_len = l->n_waiters;
-    r->lock_delay_until_ms = lockDelayActive(impl, l) ? l->delay_until : 0;
+    r->queue_len = lockWaiters(l);
+    r->lock_delay_until_ms = lockDelayActive(impl, l) ? lockDelayUntil(l) : 0;
 }
 
 static void lockEnsureViews(struct fsm_impl *impl, size_t n)
@@ -926,7 +1034,7 @@ static struct holder *holderAdd(struct fsm *f,
                                 struct fsm_result *r)
 {
     struct fsm_impl *impl = f->impl;
-    struct holder *h = fsmZalloc(sizeof *h);
+    struct holder *h = fsmMust(holderAlloc(l));
 
     h->token = fsmNextId(impl->last_token, impl->index);
     impl->last_token = h->token;
@@ -969,15 +1077,16 @@ static void holderRemove(struct fsm *f, struct holder *h, int kind)
 
     if (kind == TOMB_EXPIRED && h->lock_delay_ms > 0) {
         uint64_t until = fsmAddSat(impl->now, h->lock_delay_ms);
-        if (until > l->delay_until) {
+        if (until > lockDelayUntil(l)) {
+            struct lock_ext *x = lockExt(l);
             lockDisarmDelay(impl, l);
-            l->delay = fsmZalloc(sizeof *l->delay);
-            l->delay->deadline = until;
-            l->delay->kind = TIMER_DELAY;
-            l->delay->tseq = impl->next_tseq++;
-            l->delay->owner = l;
-            fsmInsert(&impl->timers, &l->delay->node, timerCmp);
-            l->delay_until = until;
+            x->delay = fsmZalloc(sizeof *x->delay);
+            x->delay->deadline = until;
+            x->delay->kind = TIMER_DELAY;
+            x->delay->tseq = impl->next_tseq++;
+            x->delay->owner = l;
+            fsmInsert(&impl->timers, &x->delay->node, timerCmp);
+            x->delay_until = until;
         }
     }
     tombPush(f, h->token, s, l, kind);
@@ -993,7 +1102,7 @@ static void holderRemove(struct fsm *f, struct holder *h, int kind)
         impl->stats.releases++;
     }
     lockTouch(impl, l);
-    free(h);
+    holderFree(h);
 }
 
 static void fsmResultHolder(const struct holder *h, struct fsm_result *r)
@@ -1053,7 +1162,7 @@ static void waiterFinish(struct fsm *f,
     tn_avl_remove(&impl->timers, &w->timer.node);
     tn_queue_remove(&w->lock_link);
     tn_queue_remove(&w->session_link);
-    l->n_waiters--;
+    l->ext->n_waiters--;
     w->session->n_waits--;
     lockSemUnref(l, w->mode);
     impl->n_waiters--;
@@ -1101,7 +1210,7 @@ static void waiterSettleDuplicates(struct fsm *f,
             struct fsm_result r;
             memset(&r, 0, sizeof r);
             if (w->mode == l->mode && (w->mode != TN__LOCK_MODE__SEMAPHORE ||
-                                       w->permits == l->permits)) {
+                                       w->permits == lockPermits(l))) {
                 fsmResultHolder(h, &r);
                 r.replayed = true;
             } else {
@@ -1125,9 +1234,8 @@ static void lockGrantWaiters(struct fsm *f, struct lock *l)
     if (lockDelayActive(impl, l)) {
         return;
     }
-    while (!tn_queue_empty(&l->waiters)) {
-        struct waiter *w =
-            TN_QUEUE_DATA(tn_queue_head(&l->waiters), struct waiter, lock_link);
+    while (lockFirstWaiter(l) != NULL) {
+        struct waiter *w = lockFirstWaiter(l);
         struct session *s = w->session;
         struct holder *h;
         struct fsm_result r;
@@ -1165,6 +1273,8 @@ static void fsmSettle(struct fsm *f)
         fsmEmit(f, &e);
         if (lockUnused(impl, l)) {
             lockFree(impl, l);
+        } else {
+            lockExtTrim(l);
         }
     }
     impl->n_dirty = 0;
@@ -1258,7 +1368,7 @@ static void fsmRunTimers(struct fsm *f)
         if (t->kind == TIMER_DELAY) {
             struct lock *l = t->owner;
             lockDisarmDelay(impl, l);
-            l->delay_until = 0;
+            l->ext->delay_until = 0;
             lockTouch(impl, l);
         } else {
             struct waiter *w = TN_AVL_DATA(n, struct waiter, timer.node);
@@ -1437,7 +1547,8 @@ static void cmdAcquire(struct fsm *f,
         struct holder *h = sessionHolder(s, l);
         if (h != NULL) {
             if (l->mode != mode ||
-                (mode == TN__LOCK_MODE__SEMAPHORE && permits != l->permits)) {
+                (mode == TN__LOCK_MODE__SEMAPHORE &&
+                 permits != lockPermits(l))) {
                 fsmInvalid(r,
                            "mode: lock already held by this session in "
                            "another mode");
@@ -1449,8 +1560,8 @@ static void cmdAcquire(struct fsm *f,
             return;
         }
     }
-    if (l != NULL && mode == TN__LOCK_MODE__SEMAPHORE && l->sem_refs > 0 &&
-        permits != l->permits) {
+    if (l != NULL && mode == TN__LOCK_MODE__SEMAPHORE && lockSemRefs(l) > 0 &&
+        permits != lockPermits(l)) {
         fsmInvalid(r, "permits: differs from the semaphore's permits");
         return;
     }
@@ -1461,7 +1572,7 @@ static void cmdAcquire(struct fsm *f,
                         ? c->lock_delay_ms
                         : f->config.max_lock_delay_ms;
     if (l != NULL && lockDelayActive(impl, l)) {
-        if (wait_ms == 0 || fsmAddSat(impl->now, wait_ms) < l->delay_until) {
+        if (wait_ms == 0 || fsmAddSat(impl->now, wait_ms) < lockDelayUntil(l)) {
             r->status = TN__STATUS__LOCK_DELAY;
             r->message = "lock-delay: freed by expiry, not yet available";
             r->session = s != NULL ? s->id : 0;
@@ -1471,7 +1582,7 @@ static void cmdAcquire(struct fsm *f,
         }
         grant = false;
     } else {
-        grant = l == NULL || (tn_queue_empty(&l->waiters) &&
+        grant = l == NULL || (lockFirstWaiter(l) == NULL &&
                               lockCompatible(l, mode, permits));
         if (!grant && wait_ms == 0) {
             r->status = TN__STATUS__HELD;
@@ -1511,9 +1622,9 @@ static void cmdAcquire(struct fsm *f,
         w->timer.deadline = fsmAddSat(impl->now, wait_ms);
         w->timer.tseq = impl->next_tseq++;
         fsmInsert(&impl->timers, &w->timer.node, timerCmp);
-        tn_queue_insert_tail(&l->waiters, &w->lock_link);
+        tn_queue_insert_tail(&lockExt(l)->waiters, &w->lock_link);
         tn_queue_insert_tail(&s->waits, &w->session_link);
-        l->n_waiters++;
+        l->ext->n_waiters++;
         s->n_waits++;
         lockSemRef(l, mode, permits);
         impl->n_waiters++;
@@ -1597,8 +1708,8 @@ static void cmdWithdraw(struct fsm *f,
                          : NULL;
     tn_queue *q;
 
-    if (l != NULL) {
-        TN_QUEUE_FOREACH (q, &l->waiters) {
+    if (l != NULL && l->ext != NULL) {
+        TN_QUEUE_FOREACH (q, &l->ext->waiters) {
             struct waiter *w = TN_QUEUE_DATA(q, struct waiter, lock_link);
             if ((c->session == 0 || w->session->id == c->session) &&
                 w->client_id == c->client_id && w->seq == c->seq) {
@@ -1975,7 +2086,7 @@ static void implFreeSession(struct tn_avl_node *n, void *data)
 static void implFreeHolder(struct tn_avl_node *n, void *data)
 {
     (void)data;
-    free(TN_AVL_DATA(n, struct holder, node));
+    holderFree(TN_AVL_DATA(n, struct holder, node));
 }
 
 static void implFreeLock(struct tn_avl_node *n, void *data)
@@ -1983,12 +2094,15 @@ static void implFreeLock(struct tn_avl_node *n, void *data)
     struct lock *l = TN_AVL_DATA(n, struct lock, node);
     (void)data;
     tn_avl_clear(&l->holders, implFreeHolder, NULL);
-    while (!tn_queue_empty(&l->waiters)) {
-        tn_queue *q = tn_queue_head(&l->waiters);
-        tn_queue_remove(q);
-        free(TN_QUEUE_DATA(q, struct waiter, lock_link));
+    if (l->ext != NULL) {
+        while (!tn_queue_empty(&l->ext->waiters)) {
+            tn_queue *q = tn_queue_head(&l->ext->waiters);
+            tn_queue_remove(q);
+            free(TN_QUEUE_DATA(q, struct waiter, lock_link));
+        }
+        free(l->ext->delay);
+        free(l->ext);
     }
-    free(l->delay);
     free(l);
 }
 
@@ -2127,11 +2241,11 @@ static void lockView(const struct fsm_impl *impl,
     v->resource = l->name;
     v->resource_len = l->len;
     v->mode = l->mode;
-    v->permits = l->permits;
+    v->permits = lockPermits(l);
     v->generation = l->generation;
     v->last_token = l->last_token;
-    v->queue_len = l->n_waiters;
-    v->lock_delay_until_ms = lockDelayActive(impl, l) ? l->delay_until : 0;
+    v->queue_len = lockWaiters(l);
+    v->lock_delay_until_ms = lockDelayActive(impl, l) ? lockDelayUntil(l) : 0;
     v->modified_index = l->modified_index;
     /* views has room for every holder: it grows when holders are added. */
     for (n = tn_avl_first(&l->holders); n != NULL && i < impl->cap_views;
@@ -2388,16 +2502,17 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
     wU32(&w, (uint32_t)impl->locks.count);
     for (n = tn_avl_first(&impl->locks); n != NULL; n = tn_avl_next(n)) {
         const struct lock *l = TN_AVL_DATA(n, struct lock, node);
+        const struct lock_ext *x = l->ext;
         struct tn_avl_node *hn;
-        tn_queue *q;
+        const tn_queue *q;
         wStr(&w, l->name, l->len);
         wU8(&w, l->mode);
-        wU32(&w, l->permits);
+        wU32(&w, lockPermits(l));
         wU64(&w, l->generation);
         wU64(&w, l->last_token);
         wU64(&w, l->modified_index);
-        wU64(&w, l->delay != NULL ? l->delay_until : 0);
-        wU64(&w, l->delay != NULL ? l->delay->tseq : 0);
+        wU64(&w, x != NULL && x->delay != NULL ? x->delay_until : 0);
+        wU64(&w, x != NULL && x->delay != NULL ? x->delay->tseq : 0);
         wU32(&w, (uint32_t)l->holders.count);
         for (hn = tn_avl_first(&l->holders); hn != NULL; hn = tn_avl_next(hn)) {
             const struct holder *h = TN_AVL_DATA(hn, struct holder, node);
@@ -2406,8 +2521,9 @@ int fsmSnapshot(const struct fsm *f, void **buf, size_t *len)
             wU64(&w, h->acquired_at);
             wU32(&w, h->lock_delay_ms);
         }
-        wU32(&w, l->n_waiters);
-        TN_QUEUE_FOREACH (q, &l->waiters) {
+        wU32(&w, lockWaiters(l));
+        for (q = x != NULL ? tn_queue_head(&x->waiters) : NULL;
+             q != NULL && q != &x->waiters; q = q->next) {
             const struct waiter *wt =
                 TN_QUEUE_DATA(q, struct waiter, lock_link);
             wU64(&w, wt->session->id);
@@ -2735,37 +2851,45 @@ static int restoreLockBody(struct fsm_impl *impl,
 {
     uint8_t mode = rU8(r);
     uint32_t permits = rU32(r);
+    uint64_t delay_until;
     uint64_t delay_tseq;
     uint32_t n;
     uint64_t prev;
     uint32_t sem_refs = 0;
+    struct lock_ext *x;
 
     l->generation = rU64(r);
     l->last_token = rU64(r);
     l->modified_index = rU64(r);
-    l->delay_until = rU64(r);
+    delay_until = rU64(r);
     delay_tseq = rU64(r);
     if (r->bad || mode > TN__LOCK_MODE__SEMAPHORE ||
         l->last_token > impl->last_token || l->modified_index > impl->index) {
         return BAD;
     }
     l->mode = mode;
-    l->permits = permits;
-    if (l->delay_until != 0) {
+    /* The optional part, trimmed again at the end if nothing needs it. */
+    x = lockExtNew(l);
+    if (x == NULL) {
+        return NOMEM;
+    }
+    x->permits = permits;
+    x->delay_until = delay_until;
+    if (delay_until != 0) {
         if (delay_tseq >= impl->next_tseq) {
             return BAD;
         }
-        l->delay = calloc(1, sizeof *l->delay);
-        if (l->delay == NULL) {
+        x->delay = calloc(1, sizeof *x->delay);
+        if (x->delay == NULL) {
             return NOMEM;
         }
-        l->delay->deadline = l->delay_until;
-        l->delay->kind = TIMER_DELAY;
-        l->delay->tseq = delay_tseq;
-        l->delay->owner = l;
-        if (tn_avl_insert(&impl->timers, &l->delay->node, timerCmp) != NULL) {
-            free(l->delay);
-            l->delay = NULL;
+        x->delay->deadline = delay_until;
+        x->delay->kind = TIMER_DELAY;
+        x->delay->tseq = delay_tseq;
+        x->delay->owner = l;
+        if (tn_avl_insert(&impl->timers, &x->delay->node, timerCmp) != NULL) {
+            free(x->delay);
+            x->delay = NULL;
             return BAD;
         }
     } else if (delay_tseq != 0) {
@@ -2808,7 +2932,7 @@ static int restoreLockBody(struct fsm_impl *impl,
             return BAD;
         }
         prev = token;
-        h = calloc(1, sizeof *h);
+        h = holderAlloc(l);
         if (h == NULL) {
             return NOMEM;
         }
@@ -2877,8 +3001,8 @@ static int restoreLockBody(struct fsm_impl *impl,
         w->timer.deadline = deadline;
         w->timer.tseq = tseq;
         tn_queue_init(&w->session_link);
-        tn_queue_insert_tail(&l->waiters, &w->lock_link);
-        l->n_waiters++;
+        tn_queue_insert_tail(&x->waiters, &w->lock_link);
+        x->n_waiters++;
         impl->n_waiters++;
         if (tn_avl_insert(&impl->timers, &w->timer.node, timerCmp) != NULL) {
             /* Linked into the lock: freed with it. Keep it out of the
@@ -2899,7 +3023,8 @@ static int restoreLockBody(struct fsm_impl *impl,
     if (sem_refs > 0 ? permits == 0 : permits != 0) {
         return BAD;
     }
-    l->sem_refs = sem_refs;
+    x->sem_refs = sem_refs;
+    lockExtTrim(l);
     if (lockUnused(impl, l)) {
         return BAD; /* free locks are forgotten, never stored */
     }
@@ -2928,14 +3053,10 @@ static int restoreLocks(struct fsm_impl *impl,
         if (prev != NULL && nameCmp(prev->name, prev->len, name, len) >= 0) {
             return BAD;
         }
-        l = calloc(1, sizeof *l + len + 1);
+        l = lockNew(name, len);
         if (l == NULL) {
             return NOMEM;
         }
-        memcpy(l->name, name, len);
-        l->len = (uint16_t)len;
-        tn_avl_init(&l->holders);
-        tn_queue_init(&l->waiters);
         tn_avl_insert(&impl->locks, &l->node, lockCmp);
         prev = l;
         rv = restoreLockBody(impl, r, l, st);
@@ -2970,7 +3091,8 @@ static int restoreLink(struct fsm_impl *impl, struct restore *st)
         w->session->n_waits++;
     }
     for (n = tn_avl_first(&impl->locks); n != NULL; n = tn_avl_next(n)) {
-        if (TN_AVL_DATA(n, struct lock, node)->delay != NULL) {
+        const struct lock_ext *x = TN_AVL_DATA(n, struct lock, node)->ext;
+        if (x != NULL && x->delay != NULL) {
             n_tseq++;
         }
     }
@@ -2983,8 +3105,8 @@ static int restoreLink(struct fsm_impl *impl, struct restore *st)
     }
     for (n = tn_avl_first(&impl->locks); n != NULL; n = tn_avl_next(n)) {
         struct lock *l = TN_AVL_DATA(n, struct lock, node);
-        if (l->delay != NULL) {
-            tseqs[k++] = l->delay->tseq;
+        if (l->ext != NULL && l->ext->delay != NULL) {
+            tseqs[k++] = l->ext->delay->tseq;
         }
     }
     fsmSort(tseqs, k, sizeof *tseqs, u64Sort);
