@@ -49,11 +49,11 @@ struct session
     uint32_t ttl_ms;
     bool ephemeral; /* ends with its last lock / waiter */
     bool ending;
-    char *holder;   /* owned */
     tn_queue holds; /* struct holder.session_link */
     tn_queue waits; /* struct waiter.session_link */
     uint32_t n_holds;
     uint32_t n_waits;
+    char holder[]; /* NUL-terminated, inline */
 };
 
 struct holder
@@ -193,7 +193,8 @@ struct fsm_impl
     struct lock **dirty;
     size_t n_dirty;
     size_t cap_dirty;
-    char **graveyard; /* strings kept alive until the next apply */
+    void **graveyard; /* blocks results may point to (ended sessions and
+                         their holder names), freed at the next apply */
     size_t n_grave;
     size_t cap_grave;
     struct fsm_holder_view *views;
@@ -378,8 +379,9 @@ static uint32_t fsmClampTtl(const struct fsm *f, uint32_t ttl)
     return ttl;
 }
 
-/* Keep a string that results may point to alive until the next apply. */
-static void fsmBury(struct fsm_impl *impl, char *s)
+/* Keep a block that results may point to (a string, an ended session with
+ * its holder name) alive until the next apply. */
+static void fsmBury(struct fsm_impl *impl, void *s)
 {
     if (impl->n_grave == impl->cap_grave) {
         size_t cap = impl->cap_grave > 0 ? impl->cap_grave * 2 : 16;
@@ -522,6 +524,18 @@ static void fsmEmitSession(struct fsm *f,
     e.epoch = s->epoch;
     e.ttl_ms = s->ttl_ms;
     fsmEmit(f, &e);
+}
+
+/* A zeroed session whose holder name is @holder (NULL if out of memory). */
+static struct session *sessionNew(const char *holder, size_t len)
+{
+    struct session *s = calloc(1, offsetof(struct session, holder) + len + 1);
+
+    if (s != NULL) {
+        memcpy(s->holder, holder, len);
+        s->holder[len] = '\0';
+    }
+    return s;
 }
 
 /* --------------------------------------------------------------- lookup */
@@ -1289,7 +1303,7 @@ static struct session *sessionCreate(struct fsm *f,
                                      bool ephemeral)
 {
     struct fsm_impl *impl = f->impl;
-    struct session *s = fsmZalloc(sizeof *s);
+    struct session *s = fsmMust(sessionNew(holder, len));
 
     s->id = fsmNextId(impl->last_session, impl->index);
     impl->last_session = s->id;
@@ -1297,7 +1311,6 @@ static struct session *sessionCreate(struct fsm *f,
     s->created_at = impl->now;
     s->ttl_ms = fsmClampTtl(f, ttl_ms);
     s->ephemeral = ephemeral;
-    s->holder = fsmStrdup(holder, len);
     tn_queue_init(&s->holds);
     tn_queue_init(&s->waits);
     fsmInsert(&impl->sessions, &s->node, sessionCmp);
@@ -1332,8 +1345,9 @@ static void sessionEnd(struct fsm *f, struct session *s, bool expired)
     }
     tn_avl_remove(&impl->sessions, &s->node);
     fsmEmitSession(f, FSM_EVENT_SESSION_END, s);
-    fsmBury(impl, s->holder);
-    free(s);
+    /* Results may still point to its holder name: keep it until the next
+     * apply. */
+    fsmBury(impl, s);
 }
 
 static void sessionRenew(struct fsm *f, struct session *s, uint32_t ttl_ms)
@@ -2079,7 +2093,6 @@ static void implFreeSession(struct tn_avl_node *n, void *data)
 {
     struct session *s = TN_AVL_DATA(n, struct session, node);
     (void)data;
-    free(s->holder);
     free(s);
 }
 
@@ -2823,13 +2836,8 @@ static int restoreSessions(struct fsm_impl *impl, struct rbuf *r)
             return BAD;
         }
         prev = id;
-        s = calloc(1, sizeof *s);
+        s = sessionNew(holder, len);
         if (s == NULL) {
-            return NOMEM;
-        }
-        s->holder = rDup(holder, len);
-        if (s->holder == NULL) {
-            free(s);
             return NOMEM;
         }
         s->id = id;
