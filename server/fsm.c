@@ -3013,9 +3013,8 @@ static int restoreLockBody(struct fsm_impl *impl,
         x->n_waiters++;
         impl->n_waiters++;
         if (tn_avl_insert(&impl->timers, &w->timer.node, timerCmp) != NULL) {
-            /* Linked into the lock: freed with it. Keep it out of the
-             * timers tree. */
-            w->timer.node.parent = NULL;
+            /* Not in the timers tree (insert left it untouched); linked
+             * into the lock, so it is freed with it. */
             return BAD;
         }
         if (pvecPush(&st->waits, w) != 0) {

@@ -1,17 +1,37 @@
-/* Intrusive AVL tree with parent links (see avl.h). */
+/* Intrusive AVL tree with parent links (see avl.h).
+ *
+ * Each node stores its balance factor b = height(right) - height(left) in
+ * {-1, 0, 1}, encoded as b + 1 in the low two bits of its parent link.
+ * Insertion and removal retrace from the changed leaf towards the root,
+ * updating balance factors and rotating where one would reach +-2. */
 #include "avl.h"
 
-static int avlHeight(const struct tn_avl_node *n)
+#include <stdbool.h>
+
+#define AVL_BITS ((uintptr_t)3)
+
+_Static_assert(_Alignof(struct tn_avl_node) >= 4,
+               "the balance factor needs two free low bits");
+
+static struct tn_avl_node *avlParent(const struct tn_avl_node *n)
 {
-    return n != NULL ? n->height : 0;
+    return (struct tn_avl_node *)(n->parent_balance & ~AVL_BITS);
 }
 
-static void avlUpdate(struct tn_avl_node *n)
+static int avlBalance(const struct tn_avl_node *n)
 {
-    int l = avlHeight(n->left);
-    int r = avlHeight(n->right);
+    return (int)(n->parent_balance & AVL_BITS) - 1;
+}
 
-    n->height = (l > r ? l : r) + 1;
+static void avlSetParent(struct tn_avl_node *n, struct tn_avl_node *parent)
+{
+    n->parent_balance = (uintptr_t)parent | (n->parent_balance & AVL_BITS);
+}
+
+static void avlSetBalance(struct tn_avl_node *n, int balance)
+{
+    n->parent_balance =
+        (n->parent_balance & ~AVL_BITS) | (uintptr_t)(balance + 1);
 }
 
 /* Make @parent point at @child where it pointed at @old. */
@@ -28,7 +48,7 @@ static void avlReplace(struct tn_avl *t,
         parent->right = child;
     }
     if (child != NULL) {
-        child->parent = parent;
+        avlSetParent(child, parent);
     }
 }
 
@@ -36,62 +56,81 @@ static void avlReplace(struct tn_avl *t,
  *   / \            / \
  *  a   y    ->    x   c
  *     / \        / \
- *    b   c      a   b      */
-static struct tn_avl_node *avlRotateLeft(struct tn_avl *t,
-                                         struct tn_avl_node *x)
+ *    b   c      a   b
+ * Links only: the callers set the balance factors. */
+static void avlRotateLeft(struct tn_avl *t, struct tn_avl_node *x)
 {
     struct tn_avl_node *y = x->right;
 
     x->right = y->left;
     if (y->left != NULL) {
-        y->left->parent = x;
+        avlSetParent(y->left, x);
     }
-    avlReplace(t, x->parent, x, y);
+    avlReplace(t, avlParent(x), x, y);
     y->left = x;
-    x->parent = y;
-    avlUpdate(x);
-    avlUpdate(y);
-    return y;
+    avlSetParent(x, y);
 }
 
-static struct tn_avl_node *avlRotateRight(struct tn_avl *t,
-                                          struct tn_avl_node *x)
+static void avlRotateRight(struct tn_avl *t, struct tn_avl_node *x)
 {
     struct tn_avl_node *y = x->left;
 
     x->left = y->right;
     if (y->right != NULL) {
-        y->right->parent = x;
+        avlSetParent(y->right, x);
     }
-    avlReplace(t, x->parent, x, y);
+    avlReplace(t, avlParent(x), x, y);
     y->right = x;
-    x->parent = y;
-    avlUpdate(x);
-    avlUpdate(y);
-    return y;
+    avlSetParent(x, y);
 }
 
-/* Restore heights and balance from @n up to the root. */
-static void avlRebalance(struct tn_avl *t, struct tn_avl_node *n)
+/* @p would have balance @b = -2 or +2: rotate it back into balance and
+ * return the new root of its subtree. That root has balance 0 if the
+ * subtree got one level shorter than it was with @p at -2/+2, else +-1
+ * (only after a removal). */
+static struct tn_avl_node *avlFix(struct tn_avl *t,
+                                  struct tn_avl_node *p,
+                                  int b)
 {
-    while (n != NULL) {
-        int balance;
+    struct tn_avl_node *c;
+    struct tn_avl_node *g;
+    int bc;
+    int bg;
 
-        avlUpdate(n);
-        balance = avlHeight(n->left) - avlHeight(n->right);
-        if (balance > 1) {
-            if (avlHeight(n->left->left) < avlHeight(n->left->right)) {
-                avlRotateLeft(t, n->left);
-            }
-            n = avlRotateRight(t, n);
-        } else if (balance < -1) {
-            if (avlHeight(n->right->right) < avlHeight(n->right->left)) {
-                avlRotateRight(t, n->right);
-            }
-            n = avlRotateLeft(t, n);
+    if (b < 0) {
+        c = p->left;
+        bc = avlBalance(c);
+        if (bc <= 0) {
+            avlRotateRight(t, p);
+            avlSetBalance(p, bc == 0 ? -1 : 0);
+            avlSetBalance(c, bc == 0 ? 1 : 0);
+            return c;
         }
-        n = n->parent;
+        g = c->right;
+        bg = avlBalance(g);
+        avlRotateLeft(t, c);
+        avlRotateRight(t, p);
+        avlSetBalance(c, bg > 0 ? -1 : 0);
+        avlSetBalance(p, bg < 0 ? 1 : 0);
+        avlSetBalance(g, 0);
+        return g;
     }
+    c = p->right;
+    bc = avlBalance(c);
+    if (bc >= 0) {
+        avlRotateLeft(t, p);
+        avlSetBalance(p, bc == 0 ? 1 : 0);
+        avlSetBalance(c, bc == 0 ? -1 : 0);
+        return c;
+    }
+    g = c->left;
+    bg = avlBalance(g);
+    avlRotateRight(t, c);
+    avlRotateLeft(t, p);
+    avlSetBalance(c, bg < 0 ? 1 : 0);
+    avlSetBalance(p, bg > 0 ? -1 : 0);
+    avlSetBalance(g, 0);
+    return g;
 }
 
 void tn_avl_init(struct tn_avl *t)
@@ -106,13 +145,15 @@ struct tn_avl_node *tn_avl_insert(struct tn_avl *t,
 {
     struct tn_avl_node *parent = NULL;
     struct tn_avl_node **link = &t->root;
+    struct tn_avl_node *c;
+    struct tn_avl_node *p;
 
     while (*link != NULL) {
-        int c = cmp(n, *link);
+        int k = cmp(n, *link);
         parent = *link;
-        if (c < 0) {
+        if (k < 0) {
             link = &parent->left;
-        } else if (c > 0) {
+        } else if (k > 0) {
             link = &parent->right;
         } else {
             return parent;
@@ -120,45 +161,80 @@ struct tn_avl_node *tn_avl_insert(struct tn_avl *t,
     }
     n->left = NULL;
     n->right = NULL;
-    n->parent = parent;
-    n->height = 1;
+    n->parent_balance = (uintptr_t)parent;
+    avlSetBalance(n, 0);
     *link = n;
     t->count++;
-    avlRebalance(t, parent);
+
+    /* The subtree of c grew by one level. */
+    for (c = n, p = parent; p != NULL; c = p, p = avlParent(p)) {
+        int b = avlBalance(p) + (c == p->left ? -1 : 1);
+        if (b == 0) {
+            avlSetBalance(p, 0);
+            break;
+        }
+        if (b == -1 || b == 1) {
+            avlSetBalance(p, b);
+            continue;
+        }
+        avlFix(t, p, b); /* back to the height before the insertion */
+        break;
+    }
     return NULL;
 }
 
 void tn_avl_remove(struct tn_avl *t, struct tn_avl_node *n)
 {
-    struct tn_avl_node *start;
+    struct tn_avl_node *p;
+    bool left; /* p's left subtree got one level shorter (else its right) */
 
     if (n->left == NULL || n->right == NULL) {
         struct tn_avl_node *child = n->left != NULL ? n->left : n->right;
-        start = n->parent;
-        avlReplace(t, n->parent, n, child);
+        p = avlParent(n);
+        left = p != NULL && p->left == n;
+        avlReplace(t, p, n, child);
     } else {
         /* Put the in-order successor @s (no left child) in n's place. */
         struct tn_avl_node *s = n->right;
         while (s->left != NULL) {
             s = s->left;
         }
-        if (s->parent != n) {
-            start = s->parent;
-            avlReplace(t, s->parent, s, s->right);
+        if (avlParent(s) != n) {
+            p = avlParent(s);
+            left = true;
+            avlReplace(t, p, s, s->right);
             s->right = n->right;
-            s->right->parent = s;
+            avlSetParent(s->right, s);
         } else {
-            start = s;
+            p = s;
+            left = false;
         }
         s->left = n->left;
-        s->left->parent = s;
-        avlReplace(t, n->parent, n, s);
-        s->height = n->height;
+        avlSetParent(s->left, s);
+        avlReplace(t, avlParent(n), n, s);
+        avlSetBalance(s, avlBalance(n));
     }
-    n->left = n->right = n->parent = NULL;
-    n->height = 0;
+    n->left = n->right = NULL;
+    n->parent_balance = 0;
     t->count--;
-    avlRebalance(t, start);
+
+    while (p != NULL) {
+        struct tn_avl_node *g = avlParent(p);
+        bool g_left = g != NULL && g->left == p;
+        int b = avlBalance(p) + (left ? 1 : -1);
+
+        if (b == -1 || b == 1) {
+            avlSetBalance(p, b); /* same height as before */
+            break;
+        }
+        if (b == 0) {
+            avlSetBalance(p, 0); /* one level shorter */
+        } else if (avlBalance(avlFix(t, p, b)) != 0) {
+            break; /* the rotation kept the height */
+        }
+        left = g_left;
+        p = g;
+    }
 }
 
 struct tn_avl_node *tn_avl_find(const struct tn_avl *t,
@@ -230,10 +306,10 @@ struct tn_avl_node *tn_avl_next(const struct tn_avl_node *n)
         }
         return (struct tn_avl_node *)n;
     }
-    while (n->parent != NULL && n->parent->right == n) {
-        n = n->parent;
+    while (avlParent(n) != NULL && avlParent(n)->right == n) {
+        n = avlParent(n);
     }
-    return n->parent;
+    return avlParent(n);
 }
 
 struct tn_avl_node *tn_avl_prev(const struct tn_avl_node *n)
@@ -245,10 +321,10 @@ struct tn_avl_node *tn_avl_prev(const struct tn_avl_node *n)
         }
         return (struct tn_avl_node *)n;
     }
-    while (n->parent != NULL && n->parent->left == n) {
-        n = n->parent;
+    while (avlParent(n) != NULL && avlParent(n)->left == n) {
+        n = avlParent(n);
     }
-    return n->parent;
+    return avlParent(n);
 }
 
 void tn_avl_clear(struct tn_avl *t,
@@ -267,7 +343,7 @@ void tn_avl_clear(struct tn_avl *t,
             n = n->right;
             continue;
         }
-        parent = n->parent;
+        parent = avlParent(n);
         if (parent != NULL) {
             if (parent->left == n) {
                 parent->left = NULL;
@@ -282,7 +358,8 @@ void tn_avl_clear(struct tn_avl *t,
     t->count = 0;
 }
 
-/* Returns the height of the subtree, or -1 if it is broken. */
+/* Returns the height of the subtree, or -1 if it is broken (wrong parent
+ * link, unbalanced, or a stored balance factor that is not the real one). */
 static int avlCheckNode(const struct tn_avl_node *n,
                         const struct tn_avl_node *parent,
                         size_t *count)
@@ -293,19 +370,16 @@ static int avlCheckNode(const struct tn_avl_node *n,
     if (n == NULL) {
         return 0;
     }
-    if (n->parent != parent) {
+    if (avlParent(n) != parent || (n->parent_balance & AVL_BITS) > 2) {
         return -1;
     }
     (*count)++;
     l = avlCheckNode(n->left, n, count);
     r = avlCheckNode(n->right, n, count);
-    if (l < 0 || r < 0 || l - r > 1 || r - l > 1) {
+    if (l < 0 || r < 0 || r - l != avlBalance(n)) {
         return -1;
     }
-    if (n->height != (l > r ? l : r) + 1) {
-        return -1;
-    }
-    return n->height;
+    return (l > r ? l : r) + 1;
 }
 
 int tn_avl_check(const struct tn_avl *t, tn_avl_cmp cmp)

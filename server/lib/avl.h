@@ -9,13 +9,17 @@
 #define TN_LIB_AVL_H_
 
 #include <stddef.h>
+#include <stdint.h>
 
+/* 24 bytes: the balance factor (height of the right subtree minus that of
+ * the left one: -1, 0 or 1) is kept, plus one, in the two low bits of the
+ * parent pointer (nodes are at least 4-byte aligned). Private: use the
+ * functions below. */
 struct tn_avl_node
 {
     struct tn_avl_node *left;
     struct tn_avl_node *right;
-    struct tn_avl_node *parent;
-    int height;
+    uintptr_t parent_balance;
 };
 
 struct tn_avl
