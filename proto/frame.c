@@ -4,28 +4,43 @@
 #include <stdlib.h>
 #include <string.h>
 
+size_t tn_frame_size(const ProtobufCMessage *msg, size_t max)
+{
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    if (n > max || n > UINT32_MAX) {
+        return 0;
+    }
+    return TN_FRAME_HEADER + n;
+}
+
+void tn_frame_write(const ProtobufCMessage *msg, size_t size, uint8_t *dst)
+{
+    size_t n = size - TN_FRAME_HEADER;
+    dst[0] = (uint8_t)(n >> 24);
+    dst[1] = (uint8_t)(n >> 16);
+    dst[2] = (uint8_t)(n >> 8);
+    dst[3] = (uint8_t)n;
+    protobuf_c_message_pack(msg, dst + TN_FRAME_HEADER);
+}
+
 int tn_frame_encode(const ProtobufCMessage *msg,
                     size_t max,
                     uint8_t **out,
                     size_t *out_len)
 {
-    size_t n = protobuf_c_message_get_packed_size(msg);
+    size_t size = tn_frame_size(msg, max);
     uint8_t *buf;
 
-    if (n > max || n > UINT32_MAX) {
+    if (size == 0) {
         return TN_FRAME_TOO_BIG;
     }
-    buf = malloc(TN_FRAME_HEADER + n);
+    buf = malloc(size);
     if (buf == NULL) {
         return TN_FRAME_NOMEM;
     }
-    buf[0] = (uint8_t)(n >> 24);
-    buf[1] = (uint8_t)(n >> 16);
-    buf[2] = (uint8_t)(n >> 8);
-    buf[3] = (uint8_t)n;
-    protobuf_c_message_pack(msg, buf + TN_FRAME_HEADER);
+    tn_frame_write(msg, size, buf);
     *out = buf;
-    *out_len = TN_FRAME_HEADER + n;
+    *out_len = size;
     return TN_FRAME_OK;
 }
 

@@ -25,6 +25,13 @@ int tn_frame_encode(const ProtobufCMessage *msg,
                     uint8_t **out,
                     size_t *out_len);
 
+/* The size of @msg's frame, header included, or 0 when the message is
+ * over @max. */
+size_t tn_frame_size(const ProtobufCMessage *msg, size_t max);
+
+/* Write @msg's frame, of the @size tn_frame_size() gave, at @dst. */
+void tn_frame_write(const ProtobufCMessage *msg, size_t size, uint8_t *dst);
+
 /* Incremental decoder: feed it bytes as they arrive, take frames out. */
 struct tn_frame_reader
 {

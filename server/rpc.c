@@ -4,7 +4,12 @@
  * (reply cb) → encode → write. On EOF, a read error, a write error or bad
  * input the connection stops reading, cancels what it has pending and is
  * freed once every pending request's callback has fired and every write
- * has completed. */
+ * has completed.
+ *
+ * Answers are not written one by one: connSend appends the frame to the
+ * connection's output buffer, and the buffers are written once per loop
+ * iteration (prepare and check handles), so that the answers a pipelining
+ * client gets in one turn leave in one write. */
 #include "rpc.h"
 
 #include <stdbool.h>
@@ -24,6 +29,10 @@ struct rpc_server
     uv_tcp_t listener;
     size_t max_frame;
     tn_queue conns;
+    uv_prepare_t flush_prepare; /* write the output buffers before polling */
+    uv_check_t flush_check;     /* ... and after the I/O callbacks */
+    tn_queue dirty;             /* connections with output to write */
+    bool flushing_active;       /* the two handles are started */
     bool listening;
     bool closing;
     unsigned open_handles; /* listener + connections not yet freed */
@@ -38,6 +47,10 @@ struct rpcConn
     tn_queue queue;
     tn_queue pending;     /* struct rpcReq */
     struct tn_frame_reader reader;
+    uint8_t *out;         /* answers not handed to the socket yet */
+    size_t out_len;
+    size_t out_cap;
+    tn_queue dirty;       /* in s->dirty while out_len > 0 */
     unsigned writes;      /* writes in flight */
     bool closing;         /* no more reads, no new requests */
     bool handle_closed;   /* uv_close called */
@@ -56,8 +69,12 @@ struct rpcWrite
 {
     uv_write_t req;
     struct rpcConn *c;
-    uint8_t *buf;
+    uint8_t *buf; /* owned: a former output buffer */
 };
+
+/* Output beyond this is written at once rather than at the end of the
+ * loop iteration. */
+#define OUT_EAGER_BYTES (256 * 1024)
 
 static void rpcMaybeFreeServer(struct rpc_server *s)
 {
@@ -76,14 +93,23 @@ static void connFreeCb(uv_handle_t *h)
     struct rpcConn *c = h->data;
     struct rpc_server *s = c->s;
     tn_frame_reader_close(&c->reader);
+    if (c->out_len > 0) {
+        tn_queue_remove(&c->dirty);
+    }
+    free(c->out);
     free(c);
     s->open_handles--;
     rpcMaybeFreeServer(s);
 }
 
 /* Close the handle once nothing references the connection any more. */
+static void connFlushOut(struct rpcConn *c);
+
 static void connMaybeClose(struct rpcConn *c)
 {
+    if (c->closing && !c->handle_closed && tn_queue_empty(&c->pending)) {
+        connFlushOut(c);
+    }
     if (c->closing && !c->handle_closed && tn_queue_empty(&c->pending) &&
         c->writes == 0) {
         c->handle_closed = true;
@@ -121,48 +147,46 @@ static void writeCb(uv_write_t *req, int status)
     connMaybeClose(c);
 }
 
-static void connSend(struct rpcConn *c, const Tn__Response *resp)
+/* Hand the output buffer to the socket: at once if it takes it all (no
+ * write request, no EPOLL_CTL_MOD), else the rest goes to uv_write, which
+ * takes the buffer over. */
+static void connFlushOut(struct rpcConn *c)
 {
     struct rpcWrite *w;
-    size_t len;
     uv_buf_t b;
     int rv;
 
+    if (c->out_len == 0) {
+        return;
+    }
+    tn_queue_remove(&c->dirty);
+    b = uv_buf_init((char *)c->out, (unsigned)c->out_len);
+    c->out_len = 0;
     if (c->handle_closed) {
         return;
     }
-    w = calloc(1, sizeof *w);
-    if (w == NULL) {
-        connShutdown(c);
-        return;
-    }
-    rv = tn_frame_encode(&resp->base, SIZE_MAX, &w->buf, &len);
-    if (rv != 0) {
-        free(w);
-        connShutdown(c);
-        return;
-    }
-    w->c = c;
-    w->req.data = w;
-    b = uv_buf_init((char *)w->buf, (unsigned)len);
-    /* Write at once when the socket takes it all (libuv refuses while
-     * earlier writes are queued, so order is kept): this saves the
-     * EPOLL_CTL_MOD round trip uv_write costs on every reply. */
+    /* libuv refuses while earlier writes are queued: order is kept. */
     rv = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (rv == (int)len) {
-        free(w->buf);
-        free(w);
+    if (rv == (int)b.len) {
         return;
     }
     if (rv > 0) {
         b.base += rv;
         b.len -= (unsigned)rv;
     } else if (rv != UV_EAGAIN) {
-        free(w->buf);
-        free(w);
         connShutdown(c);
         return;
     }
+    w = malloc(sizeof *w);
+    if (w == NULL) {
+        connShutdown(c);
+        return;
+    }
+    w->c = c;
+    w->buf = c->out;
+    w->req.data = w;
+    c->out = NULL;
+    c->out_cap = 0;
     rv = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, writeCb);
     if (rv != 0) {
         free(w->buf);
@@ -171,6 +195,74 @@ static void connSend(struct rpcConn *c, const Tn__Response *resp)
         return;
     }
     c->writes++;
+}
+
+static void flushAll(struct rpc_server *s)
+{
+    while (!tn_queue_empty(&s->dirty)) {
+        tn_queue *q = tn_queue_head(&s->dirty);
+        connFlushOut(TN_QUEUE_DATA(q, struct rpcConn, dirty));
+    }
+    if (s->flushing_active) {
+        uv_prepare_stop(&s->flush_prepare);
+        uv_check_stop(&s->flush_check);
+        s->flushing_active = false;
+    }
+}
+
+static void flushPrepareCb(uv_prepare_t *h)
+{
+    flushAll(h->data);
+}
+
+static void flushCheckCb(uv_check_t *h)
+{
+    flushAll(h->data);
+}
+
+/* Queue @resp's frame on the connection; it is written at the end of this
+ * loop iteration, together with the other answers of the turn. */
+static void connSend(struct rpcConn *c, const Tn__Response *resp)
+{
+    struct rpc_server *s = c->s;
+    size_t size;
+
+    if (c->handle_closed) {
+        return;
+    }
+    size = tn_frame_size(&resp->base, SIZE_MAX);
+    if (size == 0) {
+        connShutdown(c);
+        return;
+    }
+    if (c->out_len + size > c->out_cap) {
+        size_t cap = c->out_cap != 0 ? c->out_cap : 512;
+        uint8_t *p;
+        while (cap < c->out_len + size) {
+            cap *= 2;
+        }
+        p = realloc(c->out, cap);
+        if (p == NULL) {
+            connShutdown(c);
+            return;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    tn_frame_write(&resp->base, size, c->out + c->out_len);
+    if (c->out_len == 0) {
+        tn_queue_insert_tail(&s->dirty, &c->dirty);
+    }
+    c->out_len += size;
+    if (c->out_len >= OUT_EAGER_BYTES) {
+        connFlushOut(c);
+    } else if (!s->flushing_active && !s->closing) {
+        uv_prepare_start(&s->flush_prepare, flushPrepareCb);
+        uv_check_start(&s->flush_check, flushCheckCb);
+        s->flushing_active = true;
+    } else if (s->closing) {
+        connFlushOut(c);
+    }
 }
 
 /* Reply with an error that is not tied to a request, then close. */
@@ -353,6 +445,12 @@ int rpcServerStart(struct rpc_server **out,
         return rv;
     }
     s->listening = true;
+    tn_queue_init(&s->dirty);
+    uv_prepare_init(loop, &s->flush_prepare);
+    s->flush_prepare.data = s;
+    uv_check_init(loop, &s->flush_check);
+    s->flush_check.data = s;
+    s->open_handles += 2;
     *out = s;
     return 0;
 }
@@ -372,6 +470,13 @@ void rpcServerStopListening(struct rpc_server *s)
     }
 }
 
+static void flushHandleCloseCb(uv_handle_t *h)
+{
+    struct rpc_server *s = h->data;
+    s->open_handles--;
+    rpcMaybeFreeServer(s);
+}
+
 void rpcServerClose(struct rpc_server *s, void (*cb)(void *data), void *data)
 {
     tn_queue *q;
@@ -379,6 +484,10 @@ void rpcServerClose(struct rpc_server *s, void (*cb)(void *data), void *data)
     s->close_data = data;
     rpcServerStopListening(s);
     s->closing = true;
+    /* From now on connSend writes at once. */
+    flushAll(s);
+    uv_close((uv_handle_t *)&s->flush_prepare, flushHandleCloseCb);
+    uv_close((uv_handle_t *)&s->flush_check, flushHandleCloseCb);
     /* connShutdown may remove the connection from the list: walk a copy. */
     q = tn_queue_head(&s->conns);
     while (q != &s->conns) {

@@ -129,6 +129,11 @@ struct rconn
     uint64_t client_id;
     uint64_t seq;
     bool forward;         /* set Request.forward */
+    uint8_t *out;         /* requests of this loop turn, not written yet */
+    size_t out_len;
+    size_t out_cap;
+    struct rconn *dirty_next; /* in the list of connections to flush */
+    bool dirty;
 };
 
 typedef void (*call_done_cb)(struct call *k, int status,
@@ -261,6 +266,7 @@ struct bench
 
     /* options */
     int clients;
+    int conns;             /* rpc-cycle, contend: connections (0: one each) */
     double duration_s;
     double warmup_s;
     uint64_t max_ops;

@@ -33,6 +33,15 @@ struct wreq
 
 static char readBuf[256 * 1024];
 
+/* Requests are written once per loop turn and connection, like the
+ * daemon writes its answers: the clients that share a connection (--conns)
+ * send what they have in one write. */
+static struct rconn *dirtyHead;
+static uv_prepare_t flushPrepare;
+static uv_check_t flushCheck;
+static bool flushInited;
+static bool flushActive;
+
 const char *statusName(int status)
 {
     static const char *const names[] = {
@@ -167,6 +176,7 @@ static void rconnDrop(struct rconn *c, bool rotate)
     }
     c->state = RC_IDLE;
     c->gen++;
+    c->out_len = 0; /* the calls it carried fail below */
     tn_frame_reader_close(c->rd);
     tn_frame_reader_init(c->rd, TN_FRAME_MAX_DEFAULT);
     if (rotate && B->n_rpc > 0) {
@@ -324,31 +334,104 @@ static void writeCb(uv_write_t *w, int status)
     }
 }
 
-static int rconnWrite(struct rconn *c, const uint8_t *data, size_t len)
+/* Hand @c's pending requests to the socket. */
+static int rconnFlush(struct rconn *c)
 {
-    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+    uv_buf_t b = uv_buf_init((char *)c->out, (unsigned)c->out_len);
     struct wreq *w;
-    int n = uv_try_write((uv_stream_t *)&c->tcp->h, &b, 1);
+    int n;
+    if (c->out_len == 0 || c->tcp == NULL) {
+        c->out_len = 0;
+        return 0;
+    }
+    c->out_len = 0;
+    n = uv_try_write((uv_stream_t *)&c->tcp->h, &b, 1);
     if (n == UV_EAGAIN) {
         n = 0;
     }
     if (n < 0) {
         return n;
     }
-    if ((size_t)n == len) {
+    if ((size_t)n == b.len) {
         return 0;
     }
-    w = malloc(sizeof *w + len - (size_t)n);
+    w = malloc(sizeof *w + b.len - (size_t)n);
     if (w == NULL) {
         return UV_ENOMEM;
     }
-    memcpy(w->data, data + n, len - (size_t)n);
-    b = uv_buf_init(w->data, (unsigned)(len - (size_t)n));
+    memcpy(w->data, b.base + n, b.len - (size_t)n);
+    b = uv_buf_init(w->data, (unsigned)(b.len - (size_t)n));
     n = uv_write(&w->w, (uv_stream_t *)&c->tcp->h, &b, 1, writeCb);
     if (n != 0) {
         free(w);
     }
     return n;
+}
+
+static void flushAll(void)
+{
+    while (dirtyHead != NULL) {
+        struct rconn *c = dirtyHead;
+        dirtyHead = c->dirty_next;
+        c->dirty_next = NULL;
+        c->dirty = false;
+        if (rconnFlush(c) != 0) {
+            rconnDrop(c, true);
+        }
+    }
+    if (flushActive) {
+        uv_prepare_stop(&flushPrepare);
+        uv_check_stop(&flushCheck);
+        flushActive = false;
+    }
+}
+
+static void flushPrepareCb(uv_prepare_t *h)
+{
+    (void)h;
+    flushAll();
+}
+
+static void flushCheckCb(uv_check_t *h)
+{
+    (void)h;
+    flushAll();
+}
+
+/* Queue @data for the end of the loop turn. */
+static int rconnWrite(struct rconn *c, const uint8_t *data, size_t len)
+{
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap != 0 ? c->out_cap : 4096;
+        uint8_t *p;
+        while (cap < c->out_len + len) {
+            cap *= 2;
+        }
+        p = realloc(c->out, cap);
+        if (p == NULL) {
+            return UV_ENOMEM;
+        }
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
+    if (!c->dirty) {
+        c->dirty = true;
+        c->dirty_next = dirtyHead;
+        dirtyHead = c;
+    }
+    if (!flushInited) {
+        uv_prepare_init(B->loop, &flushPrepare);
+        uv_check_init(B->loop, &flushCheck);
+        flushInited = true;
+    }
+    if (!flushActive) {
+        uv_prepare_start(&flushPrepare, flushPrepareCb);
+        uv_check_start(&flushCheck, flushCheckCb);
+        flushActive = true;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ calls */

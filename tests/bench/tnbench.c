@@ -42,6 +42,9 @@ static const char usage[] =
     "  --rpc A,B,C         RPC endpoints (alias --endpoints)\n"
     "  --http A,B,C        HTTP endpoints (http-cycle)\n"
     "  --clients N         concurrent clients (1, 16, 64, 256, ...; default 16)\n"
+    "  --conns N           rpc-cycle, contend: the clients share N connections\n"
+    "                      (round robin; default: one each), as the threads of\n"
+    "                      a process share one libtenure client\n"
     "  --duration S        measured seconds (default 10)\n"
     "  --warmup S          seconds before measuring (default 1)\n"
     "  --max-ops N         stop after N operations (cycles / hand-offs)\n"
@@ -375,8 +378,12 @@ static void report(void)
     }
     self_cpu = procCpuPercent(&B->self_a, &B->self_b);
 
-    printf("\n== tnbench %s: %d clients, %.1f s measured", B->wl_name,
-           B->clients, secs);
+    printf("\n== tnbench %s: %d clients", B->wl_name, B->clients);
+    if (B->conns > 0 && B->conns < B->clients &&
+        (B->wl == WL_RPC_CYCLE || B->wl == WL_CONTEND)) {
+        printf(" on %d connections", B->conns);
+    }
+    printf(", %.1f s measured", secs);
     if (B->target_rpc[0] || B->target_http[0]) {
         printf(", target %s", B->wl == WL_HTTP_CYCLE ? B->target_http
                                                        : B->target_rpc);
@@ -487,10 +494,11 @@ static void report(void)
            sf.overlaps + sf.token_order + sf.duplicate_token == 0
                ? "OK (0 violations)"
                : "VIOLATIONS");
-    printf("result     workload=%s clients=%d rate=%.0f p50_ms=%.3f "
+    printf("result     workload=%s clients=%d conns=%d rate=%.0f p50_ms=%.3f "
            "p99_ms=%.3f p999_ms=%.3f errors=%" PRIu64 " violations=%" PRIu64
            "\n",
            B->wl_name, B->clients,
+           B->conns > 0 && B->conns < B->clients ? B->conns : B->clients,
            secs > 0 ? (double)B->h[0].count / secs : 0,
            (double)histPercentile(&B->h[0], 0.5) / 1e6,
            (double)histPercentile(&B->h[0], 0.99) / 1e6,
@@ -570,6 +578,7 @@ int main(int argc, char **argv)
         { "endpoints", required_argument, NULL, 'r' },
         { "http", required_argument, NULL, 'h' },
         { "clients", required_argument, NULL, 'c' },
+        { "conns", required_argument, NULL, 'C' },
         { "duration", required_argument, NULL, 'd' },
         { "warmup", required_argument, NULL, 'W' },
         { "max-ops", required_argument, NULL, 'n' },
@@ -617,6 +626,9 @@ int main(int argc, char **argv)
             break;
         case 'c':
             B->clients = (int)numArg("--clients", optarg, 1, 20000);
+            break;
+        case 'C':
+            B->conns = (int)numArg("--conns", optarg, 1, 20000);
             break;
         case 'd':
             B->duration_s = numArg("--duration", optarg, 0.1, 3600);

@@ -20,7 +20,7 @@
 struct rcl
 {
     int idx;
-    struct rconn conn;
+    struct rconn *conn;  /* shared by the clients of --conns */
     struct call op;
     struct call ka;
     uv_timer_t timer;    /* backoff and hold */
@@ -43,6 +43,7 @@ struct rcl
 
 static struct cycle_cfg cf;
 static struct rcl *rcls;
+static struct rconn *rconns;
 
 static void rclNext(struct rcl *cl);
 static void rclOpen(struct rcl *cl);
@@ -282,16 +283,28 @@ void cycleStartClients(const struct cycle_cfg *cfg)
         fprintf(stderr, "tnbench: out of memory\n");
         exit(3);
     }
+    int n_conns = B->conns > 0 && B->conns < B->clients ? B->conns
+                                                        : B->clients;
+    uint32_t per_conn = (uint32_t)((B->clients + n_conns - 1) / n_conns);
+    rconns = calloc((size_t)n_conns, sizeof *rconns);
+    if (rconns == NULL) {
+        fprintf(stderr, "tnbench: out of memory\n");
+        exit(3);
+    }
+    for (int j = 0; j < n_conns; j++) {
+        const char *addr = B->target_rpc;
+        if (B->forward) {
+            addr = B->rpc_eps[j % B->n_rpc];
+        }
+        /* Two calls per client: its operation and its keepalive. */
+        rconnInit(&rconns[j], addr, 4 * per_conn);
+    }
     for (int i = 0; i < B->clients; i++) {
         struct rcl *cl = &rcls[i];
-        const char *addr = B->target_rpc;
         cl->idx = i;
-        if (B->forward) {
-            addr = B->rpc_eps[i % B->n_rpc];
-        }
-        rconnInit(&cl->conn, addr, 8);
-        callInit(&cl->op, &cl->conn, NULL, cl);
-        callInit(&cl->ka, &cl->conn, kaDone, cl);
+        cl->conn = &rconns[i % n_conns];
+        callInit(&cl->op, cl->conn, NULL, cl);
+        callInit(&cl->ka, cl->conn, kaDone, cl);
         uv_timer_init(B->loop, &cl->timer);
         cl->timer.data = cl;
         uv_timer_init(B->loop, &cl->ka_timer);
