@@ -49,6 +49,9 @@ struct conn
     struct tn_frame_reader reader;
     char *rbuf;          /* owned */
     uint64_t last_rx_ns; /* when bytes last arrived */
+    uint8_t *out;        /* owned: frames of this flush, not written yet */
+    size_t out_len;
+    size_t out_cap;
 };
 
 struct write_req
@@ -291,6 +294,7 @@ static void connRelease(struct conn *conn)
     }
     tn_frame_reader_close(&conn->reader);
     free(conn->rbuf);
+    free(conn->out);
     free(conn);
     owner->open_handles--;
     engineMaybeClosed(owner);
@@ -408,9 +412,53 @@ static bool seqWindowOpen(struct engine *e)
     return low == 0 || e->next_seq - low < ENGINE_SEQ_WINDOW;
 }
 
+static void writeCb(uv_write_t *req, int status);
+
+/* Write the frames engineSendOp queued: at once when the socket takes them
+ * all, else through uv_write, which takes the buffer over. */
+static void connWriteOut(struct conn *conn)
+{
+    struct write_req *w;
+    uv_buf_t buf = uv_buf_init((char *)conn->out, (unsigned)conn->out_len);
+    int rv;
+
+    if (conn->out_len == 0) {
+        return;
+    }
+    conn->out_len = 0;
+    rv = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+    if (rv == (int)buf.len) {
+        return;
+    }
+    if (rv > 0) {
+        buf.base += rv;
+        buf.len -= (unsigned)rv;
+    } else if (rv != UV_EAGAIN) {
+        connFail(conn, "write: %s", uv_strerror(rv));
+        return;
+    }
+    w = malloc(sizeof *w);
+    if (w == NULL) {
+        connFail(conn, "write: out of memory");
+        return;
+    }
+    w->conn = conn;
+    w->buf = conn->out;
+    conn->out = NULL;
+    conn->out_cap = 0;
+    rv = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, writeCb);
+    if (rv != 0) {
+        free(w->buf);
+        free(w);
+        connFail(conn, "write: %s", uv_strerror(rv));
+    }
+}
+
+/* Send what waits; the requests of one flush leave in one write. */
 static void connFlush(struct engine *e)
 {
     struct list *l = e->waiting.next;
+    struct conn *conn = e->conn;
     while (l != &e->waiting && e->conn != NULL &&
            e->conn->state == CONN_READY) {
         struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
@@ -422,6 +470,9 @@ static void connFlush(struct engine *e)
             op->seq = e->next_seq++;
         }
         engineSendOp(e, op);
+    }
+    if (conn != NULL && e->conn == conn && conn->state == CONN_READY) {
+        connWriteOut(conn);
     }
 }
 
@@ -718,11 +769,7 @@ static void watchTimerCb(uv_timer_t *t)
 static void engineSendOp(struct engine *e, struct engine_op *op)
 {
     struct conn *conn = e->conn;
-    struct write_req *w;
-    uv_buf_t buf;
-    uint8_t *frame;
     size_t len;
-    int rv;
 
     op->id = ++e->next_id;
     op->request->id = op->id;
@@ -731,26 +778,32 @@ static void engineSendOp(struct engine *e, struct engine_op *op)
         op->request->client_id = e->client_id;
         op->request->seq = op->seq;
     }
-    rv = tn_frame_encode(&op->request->base, e->config.max_frame, &frame, &len);
-    if (rv != TN_FRAME_OK) {
-        snprintf(op->errmsg, sizeof op->errmsg, "%s",
-                 rv == TN_FRAME_NOMEM ? "out of memory encoding the request"
-                                      : "request larger than the frame limit");
-        opFailLater(e, op,
-                    rv == TN_FRAME_NOMEM ? TN_NOMEM : TN_INVALID_ARGUMENT);
+    len = tn_frame_size(&op->request->base, e->config.max_frame);
+    if (len == 0) {
+        snprintf(op->errmsg, sizeof op->errmsg,
+                 "request larger than the frame limit");
+        opFailLater(e, op, TN_INVALID_ARGUMENT);
         return;
     }
-    w = malloc(sizeof *w);
-    if (w == NULL) {
-        free(frame);
-        snprintf(op->errmsg, sizeof op->errmsg, "out of memory");
-        opFailLater(e, op, TN_NOMEM);
-        return;
+    if (conn->out_len + len > conn->out_cap) {
+        size_t cap = conn->out_cap != 0 ? conn->out_cap : 1024;
+        uint8_t *p;
+        while (cap < conn->out_len + len) {
+            cap *= 2;
+        }
+        p = realloc(conn->out, cap);
+        if (p == NULL) {
+            snprintf(op->errmsg, sizeof op->errmsg,
+                     "out of memory encoding the request");
+            opFailLater(e, op, TN_NOMEM);
+            return;
+        }
+        conn->out = p;
+        conn->out_cap = cap;
     }
-    w->conn = conn;
-    w->buf = frame;
+    tn_frame_write(&op->request->base, len, conn->out + conn->out_len);
+    conn->out_len += len;
     op->frame_len = len;
-    buf = uv_buf_init((char *)frame, (unsigned)len);
     op->sent_ns = leaseNow();
     if (op->first_sent_ns == 0) {
         op->first_sent_ns = op->sent_ns;
@@ -763,12 +816,6 @@ static void engineSendOp(struct engine *e, struct engine_op *op)
     listRemove(&op->link);
     op->state = OP_SENT;
     listPush(&e->sent, &op->link);
-    rv = uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, writeCb);
-    if (rv != 0) {
-        free(frame);
-        free(w);
-        connFail(conn, "write: %s", uv_strerror(rv));
-    }
 }
 
 static void engineKick(struct engine *e)
