@@ -12,6 +12,52 @@ static size_t leasesHash(uint64_t key, size_t mask)
     return (size_t)key & mask;
 }
 
+/* A block of leases. Free ones form a list (l->spare); blocks go back to
+ * the allocator only when the set is cleared, so a set that shrinks keeps
+ * its peak size until then. */
+union leases_slot
+{
+    struct lease lease;
+    union leases_slot *next;
+};
+
+struct leases_block
+{
+    struct leases_block *next;
+    union leases_slot slots[LEASES_BLOCK];
+};
+
+static struct lease *leaseAlloc(struct leases *l)
+{
+    union leases_slot *slot;
+
+    if (l->spare == NULL) {
+        struct leases_block *b = malloc(sizeof *b);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->next = l->blocks;
+        l->blocks = b;
+        for (size_t i = 0; i < LEASES_BLOCK; i++) {
+            b->slots[i].next =
+                i + 1 < LEASES_BLOCK ? &b->slots[i + 1] : NULL;
+        }
+        l->spare = &b->slots[0];
+    }
+    slot = l->spare;
+    l->spare = slot->next;
+    memset(&slot->lease, 0, sizeof slot->lease);
+    return &slot->lease;
+}
+
+static void leaseFree(struct leases *l, struct lease *e)
+{
+    union leases_slot *slot = (union leases_slot *)(void *)e;
+
+    slot->next = l->spare;
+    l->spare = slot;
+}
+
 void leasesInit(struct leases *l)
 {
     memset(l, 0, sizeof *l);
@@ -19,9 +65,12 @@ void leasesInit(struct leases *l)
 
 void leasesClear(struct leases *l)
 {
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->heap[i]);
+    while (l->blocks != NULL) {
+        struct leases_block *b = l->blocks;
+        l->blocks = b->next;
+        free(b);
     }
+    l->spare = NULL;
     l->n = 0;
     if (l->slots != NULL) {
         memset(l->slots, 0, l->n_slots * sizeof *l->slots);
@@ -115,8 +164,8 @@ static void heapSwap(struct leases *l, size_t a, size_t b)
     struct lease *t = l->heap[a];
     l->heap[a] = l->heap[b];
     l->heap[b] = t;
-    l->heap[a]->heap_pos = a;
-    l->heap[b]->heap_pos = b;
+    l->heap[a]->heap_pos = (uint32_t)a;
+    l->heap[b]->heap_pos = (uint32_t)b;
 }
 
 static void heapUp(struct leases *l, size_t i)
@@ -176,6 +225,9 @@ int leasesExtend(struct leases *l,
         heapFix(l, e->heap_pos);
         return 0;
     }
+    if (l->n >= UINT32_MAX) {
+        return -1; /* heap_pos is 32 bits */
+    }
     if ((l->n + 1) * 2 > l->n_slots && slotsGrow(l) != 0) {
         return -1;
     }
@@ -188,7 +240,7 @@ int leasesExtend(struct leases *l,
         l->heap = heap;
         l->cap = cap;
     }
-    e = calloc(1, sizeof *e);
+    e = leaseAlloc(l);
     if (e == NULL) {
         return -1;
     }
@@ -196,7 +248,7 @@ int leasesExtend(struct leases *l,
     e->epoch = epoch;
     e->ttl_ms = ttl_ms;
     e->deadline_ms = deadline_ms;
-    e->heap_pos = l->n;
+    e->heap_pos = (uint32_t)l->n;
     l->heap[l->n++] = e;
     heapUp(l, e->heap_pos);
     slotInsert(l->slots, l->n_slots, e);
@@ -234,10 +286,10 @@ void leasesRemove(struct leases *l, uint64_t session)
     l->n--;
     if (i != l->n) {
         l->heap[i] = l->heap[l->n];
-        l->heap[i]->heap_pos = i;
+        l->heap[i]->heap_pos = (uint32_t)i;
         heapFix(l, i);
     }
-    free(e);
+    leaseFree(l, e);
 }
 
 struct lease *leasesNextExpired(struct leases *l, uint64_t now_ms)

@@ -11,15 +11,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 40 bytes, carved out of blocks of LEASES_BLOCK (no per-lease malloc).
+ * A pointer stays valid until the lease is removed or the set cleared. */
 struct lease
 {
     uint64_t session;
     uint64_t epoch;
-    uint32_t ttl_ms;
     uint64_t deadline_ms;  /* leader clock; UINT64_MAX while expiring */
+    uint32_t ttl_ms;
+    uint32_t heap_pos;     /* private */
     bool expiring;         /* an expiry entry has been proposed */
-    size_t heap_pos;       /* private */
 };
+
+#define LEASES_BLOCK 256
+
+struct leases_block; /* private */
+union leases_slot;   /* private */
 
 struct leases
 {
@@ -28,6 +35,8 @@ struct leases
     size_t cap;
     struct lease **slots;  /* owned; open-addressing table by session */
     size_t n_slots;        /* power of two */
+    struct leases_block *blocks; /* owned; where the leases live */
+    union leases_slot *spare; /* free leases, linked */
 };
 
 void leasesInit(struct leases *l);

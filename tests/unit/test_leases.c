@@ -124,6 +124,50 @@ static void test_remove_lookup(void **state)
     assert_null(leasesGet(&f->l, 128));
 }
 
+/* Leases live in blocks: over several blocks, a lease keeps its address
+ * while others come and go, removed slots are reused, and after a clear the
+ * set works again from scratch. */
+static void test_blocks(void **state)
+{
+    struct fixture *f = *state;
+    enum { N = 3 * LEASES_BLOCK + 17 };
+    struct lease *first[N + 1];
+    uint64_t prev = 0;
+
+    for (uint64_t i = 1; i <= N; i++) {
+        assert_int_equal(leasesExtend(&f->l, i, 1, 100, 1000 + i), 0);
+        first[i] = leasesGet(&f->l, i);
+        assert_non_null(first[i]);
+    }
+    for (uint64_t i = 1; i <= N; i += 3) {
+        leasesRemove(&f->l, i);
+    }
+    for (uint64_t i = N + 1; i <= N + N / 3; i++) {
+        assert_int_equal(leasesExtend(&f->l, i, 1, 100, 5000 + i), 0);
+    }
+    for (uint64_t i = 1; i <= N; i++) {
+        if (i % 3 == 1) {
+            assert_null(leasesGet(&f->l, i));
+        } else {
+            assert_ptr_equal(leasesGet(&f->l, i), first[i]);
+            assert_int_equal(first[i]->session, i);
+            assert_int_equal(first[i]->deadline_ms, 1000 + i);
+        }
+    }
+    /* Everything still comes out in deadline order. */
+    while (leasesCount(&f->l) > 0) {
+        struct lease *e = leasesNextExpired(&f->l, UINT64_MAX - 1);
+        assert_non_null(e);
+        assert_true(e->deadline_ms >= prev);
+        prev = e->deadline_ms;
+        leasesRemove(&f->l, e->session);
+    }
+    leasesClear(&f->l);
+    assert_int_equal(leasesExtend(&f->l, 9, 2, 100, 77), 0);
+    assert_int_equal(leasesGet(&f->l, 9)->epoch, 2);
+    assert_int_equal(leasesNextDeadline(&f->l), 77);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -135,6 +179,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_extend_clears_expiring, setUp,
                                         tearDown),
         cmocka_unit_test_setup_teardown(test_remove_lookup, setUp, tearDown),
+        cmocka_unit_test_setup_teardown(test_blocks, setUp, tearDown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
