@@ -70,7 +70,12 @@ static void *arenaAlloc(struct arena *a, size_t n)
     struct arenaChunk *c = a->head;
     n = (n + 15) & ~(size_t)15;
     if (c == NULL || c->cap - c->used < n) {
-        size_t cap = n > 4000 ? n : 4000;
+        /* Small first (most replies need a few hundred bytes, and chunks
+         * under 1 KiB stay in malloc's per-thread cache), then doubling. */
+        size_t cap = c == NULL ? 448 : c->cap < 2000 ? c->cap * 2 : 4000;
+        if (cap < n) {
+            cap = n;
+        }
         c = malloc(sizeof *c + cap);
         if (c == NULL) {
             return NULL;
