@@ -38,7 +38,9 @@ case $WORKLOAD in
         # Each on its own fresh cluster; extra arguments go to every run.
         sh "$0" http-cycle --clients 64 --duration 10 "$@"
         sh "$0" rpc-cycle --clients 64 --duration 10 "$@"
+        sh "$0" rpc-cycle --clients 64 --conns 8 --duration 10 "$@"
         sh "$0" contend --clients 16 --duration 10 "$@"
+        sh "$0" contend --clients 16 --conns 1 --duration 10 "$@"
         sh "$0" failover --clients 16 --repeat 5 "$@"
         sh "$0" fill --locks 100000 --sessions 100000 --duration 10 "$@"
         exit 0
