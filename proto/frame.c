@@ -1,6 +1,7 @@
 /* Framing of the client <-> daemon protocol. */
 #include "frame.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,17 +120,19 @@ int tn_frame_reader_next(struct tn_frame_reader *r,
     return 1;
 }
 
-void tn_message_strip_unknown(ProtobufCMessage *m)
+static void dropUnknown(ProtobufCMessage *m, bool release)
 {
     const ProtobufCMessageDescriptor *d;
 
     if (m == NULL) {
         return;
     }
-    for (unsigned i = 0; i < m->n_unknown_fields; i++) {
-        free(m->unknown_fields[i].data);
+    if (release) {
+        for (unsigned i = 0; i < m->n_unknown_fields; i++) {
+            free(m->unknown_fields[i].data);
+        }
+        free(m->unknown_fields);
     }
-    free(m->unknown_fields);
     m->unknown_fields = NULL;
     m->n_unknown_fields = 0;
     d = m->descriptor;
@@ -149,10 +152,20 @@ void tn_message_strip_unknown(ProtobufCMessage *m)
             size_t n = *(const size_t *)(base + f->quantifier_offset);
             ProtobufCMessage **items = *(ProtobufCMessage ***)(base + f->offset);
             for (size_t k = 0; k < n; k++) {
-                tn_message_strip_unknown(items[k]);
+                dropUnknown(items[k], release);
             }
         } else {
-            tn_message_strip_unknown(*(ProtobufCMessage **)(base + f->offset));
+            dropUnknown(*(ProtobufCMessage **)(base + f->offset), release);
         }
     }
+}
+
+void tn_message_strip_unknown(ProtobufCMessage *m)
+{
+    dropUnknown(m, true);
+}
+
+void tn_message_forget_unknown(ProtobufCMessage *m)
+{
+    dropUnknown(m, false);
 }

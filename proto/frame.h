@@ -65,4 +65,8 @@ int tn_frame_reader_next(struct tn_frame_reader *r,
  * @m must come from protobuf-c's unpack with the default allocator. */
 void tn_message_strip_unknown(ProtobufCMessage *m);
 
+/* The same, for a message whose memory is not malloc's (an arena): the
+ * unknown fields are forgotten, not freed. */
+void tn_message_forget_unknown(ProtobufCMessage *m);
+
 #endif /* TN_FRAME_H_ */

@@ -5,6 +5,8 @@
 
 #include <assert.h>
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,12 +89,14 @@ static void commandDealloc(void *data, void *p)
     free(p);
 }
 
-int commandDecode(const void *buf, size_t len, Tn__Batch **out)
+/* Check an entry's header and padding; point *@payload / *@n at the packed
+ * batch. */
+static int commandPayload(const void *buf,
+                          size_t len,
+                          const uint8_t **payload,
+                          uint32_t *n_out)
 {
     const uint8_t *p = buf;
-    struct commandAllocState state = { false };
-    ProtobufCAllocator allocator = { commandAlloc, commandDealloc, &state };
-    Tn__Batch *b;
     uint32_t n;
     size_t i;
 
@@ -114,20 +118,147 @@ int commandDecode(const void *buf, size_t len, Tn__Batch **out)
             return TN__STATUS__INVALID_ARGUMENT;
         }
     }
-    b = tn__batch__unpack(&allocator, n, p + COMMAND_HEADER_SIZE);
+    *payload = p + COMMAND_HEADER_SIZE;
+    *n_out = n;
+    return 0;
+}
+
+/* Unpack with @allocator; @failed tells out-of-memory from bad input. */
+static int commandUnpack(ProtobufCAllocator *allocator,
+                         const bool *failed,
+                         const uint8_t *payload,
+                         uint32_t n,
+                         bool arena,
+                         Tn__Batch **out)
+{
+    Tn__Batch *b = tn__batch__unpack(allocator, n, payload);
+
     if (b == NULL) {
-        return state.failed ? TN__STATUS__INTERNAL
-                            : TN__STATUS__INVALID_ARGUMENT;
+        return *failed ? TN__STATUS__INTERNAL : TN__STATUS__INVALID_ARGUMENT;
     }
     /* Unknown fields (from a newer version) are ignored; dropping them
-     * keeps a decoded batch re-encodable (the allocator is malloc/free). */
-    tn_message_strip_unknown(&b->base);
+     * keeps a decoded batch re-encodable. */
+    if (arena) {
+        tn_message_forget_unknown(&b->base);
+    } else {
+        tn_message_strip_unknown(&b->base);
+    }
     if (b->version > COMMAND_BATCH_VERSION) {
-        tn__batch__free_unpacked(b, &allocator);
+        tn__batch__free_unpacked(b, allocator);
         return TN__STATUS__INVALID_ARGUMENT;
     }
     *out = b;
     return 0;
+}
+
+int commandDecode(const void *buf, size_t len, Tn__Batch **out)
+{
+    struct commandAllocState state = { false };
+    ProtobufCAllocator allocator = { commandAlloc, commandDealloc, &state };
+    const uint8_t *payload;
+    uint32_t n;
+    int rv;
+
+    rv = commandPayload(buf, len, &payload, &n);
+    if (rv != 0) {
+        return rv;
+    }
+    return commandUnpack(&allocator, &state.failed, payload, n, false, out);
+}
+
+/* ------------------------------------------------------------- arena */
+
+struct commandChunk
+{
+    struct commandChunk *next;
+    size_t used;
+    size_t cap;
+    max_align_t data[];
+};
+
+#define ARENA_CHUNK (16u * 1024u)
+
+void commandArenaInit(struct command_arena *a, void *buf, size_t size)
+{
+    memset(a, 0, sizeof *a);
+    /* Keep the caller's buffer max_align_t aligned. */
+    if (buf != NULL) {
+        uintptr_t p = (uintptr_t)buf;
+        uintptr_t q = (p + sizeof(max_align_t) - 1) &
+                      ~(uintptr_t)(sizeof(max_align_t) - 1);
+        if (size > q - p) {
+            a->buf = (char *)q;
+            a->cap = size - (q - p);
+        }
+    }
+}
+
+void commandArenaClose(struct command_arena *a)
+{
+    struct commandChunk *c = a->chunks;
+    while (c != NULL) {
+        struct commandChunk *next = c->next;
+        free(c);
+        c = next;
+    }
+    a->chunks = NULL;
+    a->used = 0;
+}
+
+static void *arenaAlloc(void *data, size_t size)
+{
+    struct command_arena *a = data;
+    struct commandChunk *c = a->chunks;
+
+    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    if (size == 0) {
+        size = sizeof(max_align_t);
+    }
+    if (c == NULL && a->cap - a->used >= size) {
+        a->used += size;
+        return a->buf + a->used - size;
+    }
+    if (c == NULL || c->cap - c->used < size) {
+        size_t cap = c != NULL ? c->cap * 2 : ARENA_CHUNK;
+        if (cap < size) {
+            cap = size;
+        }
+        c = malloc(sizeof *c + cap);
+        if (c == NULL) {
+            a->failed = true;
+            return NULL;
+        }
+        c->cap = cap;
+        c->used = 0;
+        c->next = a->chunks;
+        a->chunks = c;
+    }
+    c->used += size;
+    return (char *)c->data + c->used - size;
+}
+
+static void arenaDealloc(void *data, void *p)
+{
+    (void)data;
+    (void)p; /* freed with the arena */
+}
+
+int commandDecodeIn(struct command_arena *a,
+                    const void *buf,
+                    size_t len,
+                    Tn__Batch **out)
+{
+    ProtobufCAllocator allocator = { arenaAlloc, arenaDealloc, a };
+    const uint8_t *payload;
+    uint32_t n;
+    int rv;
+
+    a->failed = false;
+    rv = commandPayload(buf, len, &payload, &n);
+    if (rv != 0) {
+        return rv;
+    }
+    return commandUnpack(&allocator, &a->failed, payload, n, true, out);
 }
 
 void commandFree(Tn__Batch *b)

@@ -13,6 +13,7 @@
 #ifndef TN_COMMAND_H_
 #define TN_COMMAND_H_
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +52,31 @@ int commandDecode(const void *buf, size_t len, Tn__Batch **out);
 
 /* Release a batch returned by commandDecode(). NULL is a no-op. */
 void commandFree(Tn__Batch *b);
+
+/* Memory for one decoded batch: the caller's buffer first (on its stack),
+ * then chunks from malloc, all given back by commandArenaClose(), so that
+ * the many small allocations of an unpacked batch cost no malloc in the
+ * usual case. */
+struct command_arena
+{
+    char *buf;    /* private */
+    size_t cap;
+    size_t used;
+    void *chunks; /* beyond buf, newest first */
+    bool failed;  /* out of memory during the last decode */
+};
+
+/* @buf (NULL for none) of @size bytes is used before malloc. */
+void commandArenaInit(struct command_arena *a, void *buf, size_t size);
+
+/* Free what the arena took from malloc; batches decoded into it are gone. */
+void commandArenaClose(struct command_arena *a);
+
+/* Decode like commandDecode() into @a. *out stays valid until
+ * commandArenaClose(); never commandFree() it. */
+int commandDecodeIn(struct command_arena *a,
+                    const void *buf,
+                    size_t len,
+                    Tn__Batch **out);
 
 #endif /* TN_COMMAND_H_ */

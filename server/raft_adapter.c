@@ -168,12 +168,25 @@ static int fsmApplyCb(struct raft_fsm *rf,
     uint64_t index = raft_last_applied(a->raft) + 1;
     Tn__Batch *batch = NULL;
     Tn__Batch empty = TN__BATCH__INIT;
-    struct fsm_result stack_results[16];
+    struct fsm_result stack_results[64];
     struct fsm_result *results = stack_results;
+    /* The decoded batch lives here (and in malloc beyond 16 KiB). */
+    max_align_t scratch[16384 / sizeof(max_align_t)];
+    struct command_arena arena;
     size_t n;
+    int rv;
 
     *result = NULL;
-    if (commandDecode(buf->base, buf->len, &batch) != 0) {
+    commandArenaInit(&arena, scratch, sizeof scratch);
+    rv = commandDecodeIn(&arena, buf->base, buf->len, &batch);
+    if (rv == TN__STATUS__INTERNAL) {
+        /* Out of memory: skipping would make this replica diverge. */
+        tnErrorf("\"out of memory decoding entry\" index=%llu",
+                 (unsigned long long)index);
+        abort();
+    }
+    if (rv != 0) {
+        commandArenaClose(&arena);
         /* Every replica holds the same bytes, so every replica skips the
          * same entry: the state stays identical. */
         tnErrorf("\"undecodable log entry skipped\" index=%llu len=%zu",
@@ -202,7 +215,7 @@ static int fsmApplyCb(struct raft_fsm *rf,
     if (results != stack_results) {
         free(results);
     }
-    commandFree(batch);
+    commandArenaClose(&arena);
     return 0;
 }
 

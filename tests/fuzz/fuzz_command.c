@@ -11,6 +11,7 @@
  *     (the second as a retried entry meeting the exactly-once table), with
  *     the invariants of the table checked after each and the snapshot round
  *     trip at the end. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -104,10 +105,49 @@ static void applyLive(const Tn__Batch *b)
     fsmClose(&f);
 }
 
+/* Decoding into an arena (the apply path) must agree with commandDecode:
+ * same verdict, and a batch that encodes to the same bytes. Once with a
+ * tiny first buffer (most of the batch in malloc'd chunks), once with a
+ * roomy one. */
+static void arenaAgrees(const uint8_t *data, size_t size, int rv,
+                        const Tn__Batch *b)
+{
+    static max_align_t roomy[4096 / sizeof(max_align_t)];
+    max_align_t tiny[2];
+    void *bufs[2] = { tiny, roomy };
+    size_t sizes[2] = { sizeof tiny, sizeof roomy };
+
+    for (int i = 0; i < 2; i++) {
+        struct command_arena arena;
+        Tn__Batch *ab = NULL;
+        int arv;
+        commandArenaInit(&arena, bufs[i], sizes[i]);
+        arv = commandDecodeIn(&arena, data, size, &ab);
+        FUZZ_CHECK(arv == rv, "commandDecodeIn %d, commandDecode %d", arv,
+                   rv);
+        if (arv == 0) {
+            void *e1 = NULL;
+            void *e2 = NULL;
+            size_t l1 = 0;
+            size_t l2 = 0;
+            FUZZ_CHECK(commandEncode(b, malloc, &e1, &l1) == 0 &&
+                           commandEncode(ab, malloc, &e2, &l2) == 0,
+                       "encode failed");
+            FUZZ_CHECK(l1 == l2 && memcmp(e1, e2, l1) == 0,
+                       "the arena decoded another batch");
+            free(e1);
+            free(e2);
+        }
+        commandArenaClose(&arena);
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     Tn__Batch *b = NULL;
     int rv = commandDecode(data, size, &b);
+
+    arenaAgrees(data, size, rv, b);
 
     if (rv != 0) {
         FUZZ_CHECK(rv == TN__STATUS__INVALID_ARGUMENT ||
