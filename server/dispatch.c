@@ -12,7 +12,17 @@
  *                                   hook; a queued acquire waits for its
  *                                   FSM_EVENT_WAIT_DONE;
  *   anything on a follower          NOT_LEADER with the leader's addresses,
- *                                   or relayed when Request.forward is set.
+ *                                   or relayed when Request.forward is set;
+ *   streamed watches                like reads for the first event (barrier
+ *                                   unless stale; never relayed), then
+ *                                   parked on `streams`; a change moves
+ *                                   one to `fired`, the next idle answers
+ *                                   it with the current state (more set)
+ *                                   and, once delivered, it is parked
+ *                                   again at the event's index. It ends
+ *                                   with a final answer: CANCELED (cancel,
+ *                                   shutdown) or NOT_LEADER (a
+ *                                   linearizable one when leadership goes).
  *
  * Leadership: a new leader appends a barrier first; until it is applied
  * (`ready`), keepalives and reads wait. Once ready every session gets a
@@ -40,6 +50,7 @@ enum {
     REQ_NOT_READY, /* leader not ready yet */
     REQ_FORWARDED,
     REQ_WATCH,     /* long-poll: waiting for a change or its deadline */
+    REQ_STREAM,    /* streamed watch: parked until the next change */
     REQ_DONE       /* reply ready, on the done queue */
 };
 
@@ -49,6 +60,7 @@ enum {
  * watch answer early, which clients must tolerate anyway. */
 #define CHANGED_SLOTS 65536
 #define MAX_WATCHES 10000
+#define MAX_STREAMS 10000 /* streamed watches per node */
 
 /* ------------------------------------------------------------- arenas */
 
@@ -195,6 +207,8 @@ struct dispatch
     tn_queue watches;             /* REQ_WATCH */
     unsigned n_watches;
     tn_queue fired;               /* watches to answer at the next idle */
+    tn_queue streams;             /* REQ_STREAM */
+    unsigned n_streams;           /* streams accepted, not yet ended */
     struct
     {
         uint64_t hash;
@@ -301,9 +315,18 @@ static uint64_t changedIndex(struct dispatch *d, const char *res, size_t n)
     return d->changed[slot].hash == h ? d->changed[slot].index : 0;
 }
 
+/* The latest change of any resource in @res's slot: at least the index of
+ * @res's own last change (slots are overwritten in index order). */
+static uint64_t changedSlotIndex(struct dispatch *d, const char *res, size_t n)
+{
+    uint64_t h = resourceHash(res, n);
+    return d->changed[(size_t)(h & (CHANGED_SLOTS - 1))].index;
+}
+
 /* ------------------------------------------------------------ completion */
 
 static void deliverDone(struct dispatch *d);
+static void streamRearm(struct dispatch *d, struct dispatch_req *req);
 
 static void complete(struct dispatch *d,
                      struct dispatch_req *req,
@@ -372,9 +395,17 @@ static void deliverDone(struct dispatch *d)
         struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
         struct reply *r = req->priv;
         static Tn__Response oom = TN__RESPONSE__INIT;
+        bool more;
         tn_queue_remove(q);
         req->priv = NULL;
-        d->completed++;
+        more = req->stream && r != NULL && r->unpacked == NULL && r->resp.more;
+        if (req->stream && !more) {
+            req->stream = false; /* the stream's final answer */
+            d->n_streams--;
+        }
+        if (!more) {
+            d->completed++;
+        }
         if (r == NULL) {
             oom.id = req->request->id;
             oom.status = TN__STATUS__INTERNAL;
@@ -384,6 +415,9 @@ static void deliverDone(struct dispatch *d)
         }
         req->cb(req, r->unpacked ? r->unpacked : &r->resp);
         replyFree(r);
+        if (more) {
+            streamRearm(d, req);
+        }
     }
 }
 
@@ -806,34 +840,66 @@ static void appliedHook(void *data,
     }
 }
 
-/* Move the watches that @resource's change at @index concerns to the fired
- * list; they are answered at the next idle, once the entry is fully
- * applied. */
+/* Does a change of @resource at @index concern the watch @req? */
+static bool watchHit(const struct dispatch_req *req,
+                     const char *resource,
+                     size_t len,
+                     uint64_t index)
+{
+    const Tn__Request *rq = req->request;
+    const char *w;
+    uint64_t after;
+    bool prefix;
+    size_t wn;
+
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_GET_LOCK:
+            w = rq->get_lock->resource;
+            after = rq->get_lock->index;
+            prefix = false;
+            break;
+        case TN__REQUEST__BODY_LIST_LOCKS:
+            w = rq->list_locks->prefix;
+            after = rq->list_locks->index;
+            prefix = true;
+            break;
+        default:
+            w = rq->watch->resource;
+            after = req->watch_index;
+            prefix = rq->watch->prefix;
+            break;
+    }
+    w = w != NULL ? w : "";
+    wn = strlen(w);
+    if (index <= after) {
+        return false;
+    }
+    return prefix ? wn <= len && memcmp(w, resource, wn) == 0
+                  : wn == len && memcmp(w, resource, len) == 0;
+}
+
+/* Move the watches (long-polls and streams) that @resource's change at
+ * @index concerns to the fired list; they are answered at the next idle,
+ * once the entry is fully applied. */
 static void watchesNotify(struct dispatch *d,
                           const char *resource,
                           size_t len,
                           uint64_t index)
 {
-    tn_queue *q = tn_queue_head(&d->watches);
-    while (q != &d->watches) {
-        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
-        const Tn__Request *rq = req->request;
-        bool hit;
-        q = q->next;
-        if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
-            const char *w = rq->get_lock->resource;
-            hit = index > rq->get_lock->index && strlen(w) == len &&
-                  memcmp(w, resource, len) == 0;
-        } else {
-            const char *p = rq->list_locks->prefix ? rq->list_locks->prefix
-                                                   : "";
-            size_t pn = strlen(p);
-            hit = index > rq->list_locks->index && pn <= len &&
-                  memcmp(p, resource, pn) == 0;
-        }
-        if (hit) {
+    tn_queue *heads[2] = { &d->watches, &d->streams };
+    for (int i = 0; i < 2; i++) {
+        tn_queue *q = tn_queue_head(heads[i]);
+        while (q != heads[i]) {
+            struct dispatch_req *req =
+                TN_QUEUE_DATA(q, struct dispatch_req, queue);
+            q = q->next;
+            if (!watchHit(req, resource, len, index)) {
+                continue;
+            }
             tn_queue_remove(&req->queue);
-            d->n_watches--;
+            if (req->state == REQ_WATCH) {
+                d->n_watches--;
+            }
             req->state = REQ_READ;
             tn_queue_insert_tail(&d->fired, &req->queue);
             scheduleIdle(d);
@@ -877,7 +943,7 @@ static void eventHook(void *data, const struct fsm_event *e)
             size_t slot = (size_t)(h & (CHANGED_SLOTS - 1));
             d->changed[slot].hash = h;
             d->changed[slot].index = e->index;
-            if (d->n_watches > 0) {
+            if (d->n_watches > 0 || !tn_queue_empty(&d->streams)) {
                 watchesNotify(d, e->resource, e->resource_len, e->index);
             }
             break;
@@ -1000,10 +1066,15 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
         r->resp.body_case = TN__RESPONSE__BODY_SNAPSHOT;
         tnInfof("\"snapshot saved for an operator\" index=%llu bytes=%zu",
                 (unsigned long long)r->resp.index, len);
-    } else if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
+    } else if (rq->body_case == TN__REQUEST__BODY_GET_LOCK ||
+               (rq->body_case == TN__REQUEST__BODY_WATCH &&
+                !rq->watch->prefix)) {
         struct fsm_lock_view v;
-        const char *res = rq->get_lock->resource ? rq->get_lock->resource : "";
+        const char *res = rq->body_case == TN__REQUEST__BODY_GET_LOCK
+                              ? rq->get_lock->resource
+                              : rq->watch->resource;
         Tn__LockInfo *li;
+        res = res != NULL ? res : "";
         if (fsmLockGet(d->fsm, res, strlen(res), &v)) {
             li = lockInfoFromView(d, r, &v);
             r->resp.index = v.modified_index;
@@ -1024,10 +1095,18 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
         r->resp.lock = li;
     } else {
         struct lockCollect c = { .d = d, .r = r };
-        const char *prefix =
-            rq->list_locks->prefix ? rq->list_locks->prefix : "";
+        const char *prefix;
+        uint32_t limit;
         Tn__LockList *ll = arenaAlloc(&r->arena, sizeof *ll);
-        c.limit = rq->list_locks->limit ? rq->list_locks->limit : 1000;
+        if (rq->body_case == TN__REQUEST__BODY_WATCH) {
+            prefix = rq->watch->resource;
+            limit = rq->watch->limit;
+        } else {
+            prefix = rq->list_locks->prefix;
+            limit = rq->list_locks->limit;
+        }
+        prefix = prefix != NULL ? prefix : "";
+        c.limit = limit ? limit : 1000;
         if (ll == NULL) {
             replyFree(r);
             completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
@@ -1039,6 +1118,16 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
         ll->n_locks = c.n;
         r->resp.body_case = TN__RESPONSE__BODY_LIST;
         r->resp.list = ll;
+    }
+    if (rq->body_case == TN__REQUEST__BODY_WATCH) {
+        /* A stream's event: everything applied so far is in it, so the
+         * applied index is where the stream resumes. Never backwards. */
+        r->resp.index = fsmIndex(d->fsm);
+        if (r->resp.index < req->watch_index) {
+            r->resp.index = req->watch_index;
+        }
+        req->watch_index = r->resp.index;
+        r->resp.more = true;
     }
     complete(d, req, r);
 }
@@ -1053,21 +1142,99 @@ static int prefixChangedCb(void *data, const struct fsm_lock_view *v)
     return 0;
 }
 
-/* Has what @req watches changed after the index it names? */
-static bool changedSince(struct dispatch *d, const Tn__Request *rq)
+/* Has what @req watches changed after the index it names (a stream: the
+ * index of its last event)? */
+static bool changedSince(struct dispatch *d, const struct dispatch_req *req)
 {
-    if (rq->body_case == TN__REQUEST__BODY_GET_LOCK) {
-        const char *res = rq->get_lock->resource ? rq->get_lock->resource : "";
+    const Tn__Request *rq = req->request;
+    const char *key;
+    uint64_t after;
+    bool prefix;
+
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_GET_LOCK:
+            key = rq->get_lock->resource;
+            after = rq->get_lock->index;
+            prefix = false;
+            break;
+        case TN__REQUEST__BODY_LIST_LOCKS:
+            key = rq->list_locks->prefix;
+            after = rq->list_locks->index;
+            prefix = true;
+            break;
+        default:
+            key = rq->watch->resource;
+            after = req->watch_index;
+            prefix = rq->watch->prefix;
+            break;
+    }
+    key = key != NULL ? key : "";
+    if (rq->body_case == TN__REQUEST__BODY_WATCH) {
+        /* A stream must never miss its latest state, so it errs towards
+         * "changed" (an extra event repeats the state, which is harmless):
+         * a freed resource is forgotten by the FSM and its slot in the
+         * table of recent changes may have been taken by another one
+         * since; and a prefix cannot tell which forgotten resources it
+         * covered, so anything applied after @after counts. */
         struct fsm_lock_view v;
-        uint64_t mod = fsmLockGet(d->fsm, res, strlen(res), &v)
+        size_t n = strlen(key);
+        if (prefix) {
+            return fsmIndex(d->fsm) > after;
+        }
+        if (fsmLockGet(d->fsm, key, n, &v)) {
+            return v.modified_index > after;
+        }
+        return changedSlotIndex(d, key, n) > after;
+    }
+    if (!prefix) {
+        struct fsm_lock_view v;
+        uint64_t mod = fsmLockGet(d->fsm, key, strlen(key), &v)
                            ? v.modified_index
-                           : changedIndex(d, res, strlen(res));
-        return mod > rq->get_lock->index;
+                           : changedIndex(d, key, strlen(key));
+        return mod > after;
     } else {
-        const char *p = rq->list_locks->prefix ? rq->list_locks->prefix : "";
-        uint64_t index = rq->list_locks->index;
-        fsmLockForEach(d->fsm, p, strlen(p), prefixChangedCb, &index);
+        uint64_t index = after;
+        fsmLockForEach(d->fsm, key, strlen(key), prefixChangedCb, &index);
         return index == UINT64_MAX;
+    }
+}
+
+/* Park a stream until the next change of what it watches. */
+static void streamPark(struct dispatch *d, struct dispatch_req *req)
+{
+    req->state = REQ_STREAM;
+    tn_queue_insert_tail(&d->streams, &req->queue);
+}
+
+/* Start a stream (after its barrier when linearizable): the first event
+ * at once when @index is 0 or something changed after it. */
+static void streamStart(struct dispatch *d, struct dispatch_req *req)
+{
+    if (d->closing) {
+        completeStatus(d, req, TN__STATUS__CANCELED, "node shutting down");
+    } else if (req->watch_index == 0 || changedSince(d, req)) {
+        answerRead(d, req);
+    } else {
+        streamPark(d, req);
+    }
+}
+
+/* A stream's event was delivered: park it again at the event's index, or
+ * end it. */
+static void streamRearm(struct dispatch *d, struct dispatch_req *req)
+{
+    if (d->closing) {
+        completeStatus(d, req, TN__STATUS__CANCELED, "node shutting down");
+    } else if (req->cancel) {
+        completeStatus(d, req, TN__STATUS__CANCELED, "canceled");
+    } else if (!req->request->watch->stale && !d->is_leader) {
+        completeStatus(d, req, TN__STATUS__NOT_LEADER, "not the leader");
+    } else if (fsmIndex(d->fsm) > req->watch_index && changedSince(d, req)) {
+        req->state = REQ_READ;
+        tn_queue_insert_tail(&d->fired, &req->queue);
+        scheduleIdle(d);
+    } else {
+        streamPark(d, req);
     }
 }
 
@@ -1085,12 +1252,15 @@ static void answerOrWatch(struct dispatch *d, struct dispatch_req *req)
     } else if (rq->body_case == TN__REQUEST__BODY_LIST_LOCKS) {
         index = rq->list_locks->index;
         wait = rq->list_locks->wait_ms;
+    } else if (rq->body_case == TN__REQUEST__BODY_WATCH) {
+        streamStart(d, req);
+        return;
     } else {
         answerRead(d, req);
         return;
     }
     if (index == 0 || wait == 0 || d->closing ||
-        d->n_watches >= MAX_WATCHES || changedSince(d, rq)) {
+        d->n_watches >= MAX_WATCHES || changedSince(d, req)) {
         answerRead(d, req);
         return;
     }
@@ -1305,6 +1475,7 @@ static void forwardCb(struct forward_req *fr, int status,
             return;
         }
         r->unpacked->id = req->request->id;
+        r->unpacked->more = false; /* relayed answers are final */
         complete(d, req, r);
     }
 }
@@ -1318,7 +1489,9 @@ static void notLeader(struct dispatch *d, struct dispatch_req *req)
     struct fwdState *st;
     int rv;
 
-    if (!req->request->forward || leader == 0 || leader == d->cfg.node_id ||
+    if (!req->request->forward ||
+        req->request->body_case == TN__REQUEST__BODY_WATCH || leader == 0 ||
+        leader == d->cfg.node_id ||
         !fsmMemberGet(d->fsm, leader, &rpc, &http) || rpc == NULL ||
         rpc[0] == '\0') {
         completeStatus(d, req, TN__STATUS__NOT_LEADER, "not the leader");
@@ -1629,6 +1802,44 @@ static void process(struct dispatch *d, struct dispatch_req *req)
             }
             return;
         }
+        case TN__REQUEST__BODY_WATCH: {
+            const Tn__Watch *w = rq->watch;
+            size_t n = w->resource != NULL ? strlen(w->resource) : 0;
+            if (n == 0 && !w->prefix) {
+                completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                               "watch.resource: empty (set prefix to watch "
+                               "every resource)");
+            } else if (n > 512) {
+                completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                               "watch.resource: longer than 512 bytes");
+            } else if (d->n_streams >= MAX_STREAMS) {
+                completeStatus(d, req, TN__STATUS__RATE_LIMITED,
+                               "too many watches on this node");
+            } else if (!w->stale && !d->is_leader) {
+                /* Streams are not relayed: the client goes to the leader
+                 * (or asks for a stale stream). */
+                completeStatus(d, req, TN__STATUS__NOT_LEADER,
+                               "not the leader");
+            } else {
+                req->stream = true;
+                req->watch_index = w->index;
+                d->n_streams++;
+                if (w->stale) {
+                    streamStart(d, req);
+                } else {
+                    req->state = REQ_READ;
+                    tn_queue_insert_tail(&d->reads, &req->queue);
+                    scheduleIdle(d);
+                }
+            }
+            return;
+        }
+        case TN__REQUEST__BODY_WATCH_CANCEL:
+            /* The RPC front end answers it on the watch's connection. */
+            completeStatus(d, req, TN__STATUS__INVALID_ARGUMENT,
+                           "watch_cancel: only on the connection of the "
+                           "watch");
+            return;
         case TN__REQUEST__BODY_MEMBER_ADD:
         case TN__REQUEST__BODY_MEMBER_REMOVE:
         case TN__REQUEST__BODY_TRANSFER:
@@ -1713,6 +1924,10 @@ static bool validSubmessage(const Tn__Request *rq)
             return rq->snapshot_restore != NULL;
         case TN__REQUEST__BODY_WITHDRAW:
             return rq->withdraw != NULL;
+        case TN__REQUEST__BODY_WATCH:
+            return rq->watch != NULL;
+        case TN__REQUEST__BODY_WATCH_CANCEL:
+            return rq->watch_cancel != NULL;
         default:
             return false;
     }
@@ -1729,6 +1944,8 @@ int dispatchSubmit(struct dispatch *d, struct dispatch_req *req)
     req->d = d;
     req->state = REQ_NEW;
     req->cancel = false;
+    req->stream = false;
+    req->watch_index = 0;
     req->priv = NULL;
     req->started_ns = monoNs();
     tn_queue_init(&req->queue);
@@ -1819,6 +2036,7 @@ void dispatchCancel(struct dispatch *d, struct dispatch_req *req)
         case REQ_WATCH:
             d->n_watches--;
             /* fall through */
+        case REQ_STREAM:
         case REQ_WAITING:
         case REQ_READ:
         case REQ_NOT_READY:
@@ -2009,6 +2227,21 @@ static void changedHook(void *data)
         d->ready = false;
         leasesClear(&d->leases);
         d->tick_busy = false;
+        /* Linearizable streams end: their client resumes on the new
+         * leader from the index of its last event. */
+        {
+            tn_queue *q = tn_queue_head(&d->streams);
+            while (q != &d->streams) {
+                struct dispatch_req *req =
+                    TN_QUEUE_DATA(q, struct dispatch_req, queue);
+                q = q->next;
+                if (!req->request->watch->stale) {
+                    tn_queue_remove(&req->queue);
+                    completeStatus(d, req, TN__STATUS__NOT_LEADER,
+                                   "not the leader");
+                }
+            }
+        }
         /* Reads and keepalives waiting for this leader go elsewhere. */
         while (!tn_queue_empty(&d->reads)) {
             tn_queue *q = tn_queue_head(&d->reads);
@@ -2212,6 +2445,7 @@ int dispatchInit(struct dispatch **out,
     tn_queue_init(&d->watches);
     tn_queue_init(&d->confirm);
     tn_queue_init(&d->fired);
+    tn_queue_init(&d->streams);
     tn_queue_init(&d->done);
     d->changed = calloc(CHANGED_SLOTS, sizeof *d->changed);
     if (d->changed == NULL) {
@@ -2283,6 +2517,7 @@ void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data)
     failQueue(d, &d->waiters);
     failQueue(d, &d->watches);
     d->n_watches = 0;
+    failQueue(d, &d->streams);
     failQueue(d, &d->fired);
     if (d->open != NULL) {
         batchFail(d, d->open, TN__STATUS__CANCELED);

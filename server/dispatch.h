@@ -16,7 +16,13 @@
  *                              withdrawn from the queue as far as this node
  *                              can tell; its commit may still happen).
  * The Tn__Response passed to cb belongs to the dispatch and is valid only
- * during the callback: encode or copy what you need. */
+ * during the callback: encode or copy what you need.
+ *
+ * Streamed watches (Request.watch) are the exception to "exactly once": cb
+ * fires once per event with Response.more set, then once more with a final
+ * Response (more unset). The request must stay valid until that final
+ * callback. dispatchCancel ends a stream with a final CANCELED (also when
+ * called from inside an event callback). */
 #ifndef TN_DISPATCH_H_
 #define TN_DISPATCH_H_
 
@@ -46,6 +52,8 @@ struct dispatch_req
     uint64_t client_id;     /* exactly-once identity used for this request */
     uint64_t seq;
     uint64_t wait_session;  /* queued acquire: the session it waits in */
+    uint64_t watch_index;   /* streamed watch: index of the last event */
+    bool stream;            /* streamed watch accepted (counted) */
     bool cancel;
     void *priv;
 };

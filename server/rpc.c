@@ -9,7 +9,18 @@
  * Answers are not written one by one: connSend appends the frame to the
  * connection's output buffer, and the buffers are written once per loop
  * iteration (prepare and check handles), so that the answers a pipelining
- * client gets in one turn leave in one write. */
+ * client gets in one turn leave in one write.
+ *
+ * Streamed watches: a Watch request gets one Response per event (more set)
+ * and a final one; it stays on `pending` until the final one. When the
+ * socket does not keep up (more than RPC_STREAM_BACKLOG bytes waiting in
+ * the output buffer and in libuv), a stream's event is held instead of
+ * written, one per stream: a newer event replaces the held one (each event
+ * is the full current state, so only intermediate states are skipped).
+ * Held events are written as the socket drains (write callbacks), and
+ * dropped when the stream ends. A WatchCancel names a watch of the same
+ * connection and is answered here; at most RPC_MAX_STREAMS watches run per
+ * connection. */
 #include "rpc.h"
 
 #include <stdbool.h>
@@ -21,6 +32,9 @@
 #include "lib/addr.h"
 #include "lib/log.h"
 #include "lib/queue.h"
+
+#define RPC_MAX_STREAMS    256
+#define RPC_STREAM_BACKLOG (256 * 1024)
 
 struct rpc_server
 {
@@ -52,6 +66,8 @@ struct rpcConn
     size_t out_cap;
     tn_queue dirty;       /* in s->dirty while out_len > 0 */
     unsigned writes;      /* writes in flight */
+    unsigned n_streams;   /* watches on pending */
+    tn_queue held;        /* struct rpcReq with a held event */
     bool closing;         /* no more reads, no new requests */
     bool handle_closed;   /* uv_close called */
     char peer[64];
@@ -63,6 +79,10 @@ struct rpcReq
     tn_queue queue;
     struct rpcConn *c;
     Tn__Request *request; /* owned (protobuf-c unpacked) */
+    bool stream;          /* a watch, counted in n_streams */
+    uint8_t *held;        /* owned: the latest event not yet written */
+    size_t held_len;
+    tn_queue held_link;   /* in c->held while held != NULL */
 };
 
 struct rpcWrite
@@ -134,6 +154,8 @@ static void connShutdown(struct rpcConn *c)
     connMaybeClose(c);
 }
 
+static void connFlushHeld(struct rpcConn *c);
+
 static void writeCb(uv_write_t *req, int status)
 {
     struct rpcWrite *w = req->data;
@@ -143,6 +165,8 @@ static void writeCb(uv_write_t *req, int status)
     c->writes--;
     if (status != 0) {
         connShutdown(c);
+    } else {
+        connFlushHeld(c);
     }
     connMaybeClose(c);
 }
@@ -220,21 +244,10 @@ static void flushCheckCb(uv_check_t *h)
     flushAll(h->data);
 }
 
-/* Queue @resp's frame on the connection; it is written at the end of this
- * loop iteration, together with the other answers of the turn. */
-static void connSend(struct rpcConn *c, const Tn__Response *resp)
+/* Room for @size more bytes in the output buffer, or NULL (the
+ * connection is then shut down). */
+static uint8_t *connReserve(struct rpcConn *c, size_t size)
 {
-    struct rpc_server *s = c->s;
-    size_t size;
-
-    if (c->handle_closed) {
-        return;
-    }
-    size = tn_frame_size(&resp->base, SIZE_MAX);
-    if (size == 0) {
-        connShutdown(c);
-        return;
-    }
     if (c->out_len + size > c->out_cap) {
         size_t cap = c->out_cap != 0 ? c->out_cap : 512;
         uint8_t *p;
@@ -244,12 +257,21 @@ static void connSend(struct rpcConn *c, const Tn__Response *resp)
         p = realloc(c->out, cap);
         if (p == NULL) {
             connShutdown(c);
-            return;
+            return NULL;
         }
         c->out = p;
         c->out_cap = cap;
     }
-    tn_frame_write(&resp->base, size, c->out + c->out_len);
+    return c->out + c->out_len;
+}
+
+/* @size bytes were written at connReserve()'s pointer: they leave at the
+ * end of this loop iteration, together with the other answers of the
+ * turn. */
+static void connCommit(struct rpcConn *c, size_t size)
+{
+    struct rpc_server *s = c->s;
+
     if (c->out_len == 0) {
         tn_queue_insert_tail(&s->dirty, &c->dirty);
     }
@@ -262,6 +284,93 @@ static void connSend(struct rpcConn *c, const Tn__Response *resp)
         s->flushing_active = true;
     } else if (s->closing) {
         connFlushOut(c);
+    }
+}
+
+/* Queue @resp's frame on the connection. */
+static void connSend(struct rpcConn *c, const Tn__Response *resp)
+{
+    size_t size;
+    uint8_t *p;
+
+    if (c->handle_closed) {
+        return;
+    }
+    size = tn_frame_size(&resp->base, SIZE_MAX);
+    if (size == 0) {
+        connShutdown(c);
+        return;
+    }
+    p = connReserve(c, size);
+    if (p == NULL) {
+        return;
+    }
+    tn_frame_write(&resp->base, size, p);
+    connCommit(c, size);
+}
+
+/* Bytes answered but not yet taken by the socket. */
+static size_t connBacklog(const struct rpcConn *c)
+{
+    return c->tcp.write_queue_size + c->out_len;
+}
+
+static void reqDropHeld(struct rpcReq *r)
+{
+    if (r->held != NULL) {
+        free(r->held);
+        r->held = NULL;
+        tn_queue_remove(&r->held_link);
+    }
+}
+
+/* An event of the stream @r: send it, or hold it while the socket is
+ * backed up (replacing an older held one). While events are held, a write
+ * is in flight (the output buffer alone never exceeds the backlog: it is
+ * written eagerly first): its callback sends them. */
+static void connSendEvent(struct rpcConn *c,
+                          struct rpcReq *r,
+                          const Tn__Response *resp)
+{
+    uint8_t *buf;
+    size_t len;
+
+    if (c->handle_closed) {
+        return;
+    }
+    if (connBacklog(c) <= RPC_STREAM_BACKLOG) {
+        reqDropHeld(r); /* superseded */
+        connSend(c, resp);
+        return;
+    }
+    if (tn_frame_encode(&resp->base, SIZE_MAX, &buf, &len) != 0) {
+        connShutdown(c);
+        return;
+    }
+    if (r->held != NULL) {
+        free(r->held);
+    } else {
+        tn_queue_insert_tail(&c->held, &r->held_link);
+    }
+    r->held = buf;
+    r->held_len = len;
+}
+
+/* Send held events while the socket keeps up. */
+static void connFlushHeld(struct rpcConn *c)
+{
+    while (!c->closing && !c->handle_closed && !tn_queue_empty(&c->held) &&
+           connBacklog(c) <= RPC_STREAM_BACKLOG) {
+        tn_queue *q = tn_queue_head(&c->held);
+        struct rpcReq *r = TN_QUEUE_DATA(q, struct rpcReq, held_link);
+        size_t len = r->held_len;
+        uint8_t *p = connReserve(c, len);
+        if (p == NULL) {
+            return;
+        }
+        memcpy(p, r->held, len);
+        reqDropHeld(r);
+        connCommit(c, len);
     }
 }
 
@@ -281,13 +390,60 @@ static void requestCb(struct dispatch_req *dr, const Tn__Response *resp)
 {
     struct rpcReq *r = dr->data;
     struct rpcConn *c = r->c;
+    if (resp->more && r->stream) {
+        /* An event: the stream goes on. */
+        if (!c->closing) {
+            connSendEvent(c, r, resp);
+        }
+        return;
+    }
     tn_queue_remove(&r->queue);
+    if (r->stream) {
+        reqDropHeld(r);
+        c->n_streams--;
+    }
     if (!c->closing) {
         connSend(c, resp);
     }
     tn__request__free_unpacked(r->request, NULL);
     free(r);
     connMaybeClose(c);
+}
+
+/* Requests answered by the connection itself: a WatchCancel, and a Watch
+ * over the per-connection limit. Returns true if @request was answered. */
+static bool connWatchControl(struct rpcConn *c, const Tn__Request *request)
+{
+    Tn__Response resp = TN__RESPONSE__INIT;
+    tn_queue *q;
+
+    resp.id = request->id;
+    if (request->body_case == TN__REQUEST__BODY_WATCH &&
+        c->n_streams >= RPC_MAX_STREAMS) {
+        resp.status = TN__STATUS__REFUSED;
+        resp.message = "too many watches on this connection (at most 256)";
+        connSend(c, &resp);
+        return true;
+    }
+    if (request->body_case != TN__REQUEST__BODY_WATCH_CANCEL ||
+        request->watch_cancel == NULL) {
+        return false;
+    }
+    resp.status = TN__STATUS__NOT_FOUND;
+    resp.message = "no such watch on this connection";
+    TN_QUEUE_FOREACH(q, &c->pending)
+    {
+        struct rpcReq *r = TN_QUEUE_DATA(q, struct rpcReq, queue);
+        if (r->stream && r->request->id == request->watch_cancel->watch_id) {
+            /* Its final CANCELED answer follows. */
+            dispatchCancel(c->s->d, &r->dr);
+            resp.status = TN__STATUS__OK;
+            resp.message = NULL;
+            break;
+        }
+    }
+    connSend(c, &resp);
+    return true;
 }
 
 static void allocCb(uv_handle_t *h, size_t size, uv_buf_t *buf)
@@ -329,6 +485,13 @@ static void readCb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
             return;
         }
         tn_message_strip_unknown(&request->base);
+        if (connWatchControl(c, request)) {
+            tn__request__free_unpacked(request, NULL);
+            if (c->closing) {
+                return;
+            }
+            continue;
+        }
         r = calloc(1, sizeof *r);
         if (r == NULL) {
             tn__request__free_unpacked(request, NULL);
@@ -340,10 +503,17 @@ static void readCb(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf)
         r->dr.data = r;
         r->dr.request = request;
         r->dr.cb = requestCb;
+        r->stream = request->body_case == TN__REQUEST__BODY_WATCH;
+        if (r->stream) {
+            c->n_streams++;
+        }
         tn_queue_insert_tail(&c->pending, &r->queue);
         if (dispatchSubmit(c->s->d, &r->dr) != 0) {
             Tn__Response resp = TN__RESPONSE__INIT;
             tn_queue_remove(&r->queue);
+            if (r->stream) {
+                c->n_streams--;
+            }
             resp.id = request->id;
             resp.status = TN__STATUS__CANCELED;
             resp.message = "node shutting down";
@@ -376,6 +546,7 @@ static void acceptCb(uv_stream_t *listener, int status)
     }
     c->s = s;
     tn_queue_init(&c->pending);
+    tn_queue_init(&c->held);
     tn_frame_reader_init(&c->reader, s->max_frame);
     uv_tcp_init(s->loop, &c->tcp);
     c->tcp.data = c;
