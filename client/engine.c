@@ -120,8 +120,8 @@ static void deadlineTimerCb(uv_timer_t *t);
 
 static void armDeadline(struct engine *e, uint64_t deadline_ns)
 {
-    if (e->closing) {
-        return;
+    if (e->closing || deadline_ns == UINT64_MAX) {
+        return; /* closing, or a stream: no deadline */
     }
     if (e->deadline_armed_ns != 0 && e->deadline_armed_ns <= deadline_ns) {
         return;
@@ -858,11 +858,15 @@ const char *engineCurrentEndpoint(const struct engine *e)
     return e->conn != NULL ? e->conn->ep.label : NULL;
 }
 
-static bool isRetryable(int status)
+static bool isRetryable(const struct engine_op *op, int status)
 {
     return status == TN__STATUS__NO_QUORUM ||
            status == TN__STATUS__COMMIT_UNKNOWN ||
-           status == TN__STATUS__RATE_LIMITED || status == TN__STATUS__TIMEOUT;
+           status == TN__STATUS__RATE_LIMITED ||
+           status == TN__STATUS__TIMEOUT ||
+           /* A stream ended by the node (shutting down): resume elsewhere.
+            * (Our own cancels complete locally first.) */
+           (op->stream && status == TN__STATUS__CANCELED);
 }
 
 static void handleResponse(struct conn *conn, const Tn__Response *r)
@@ -907,6 +911,13 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
         return; /* a late answer to an op that timed out */
     }
     op->reached = true;
+    if (op->stream && r->more) {
+        e->failures = 0;
+        e->reconnect_at_ns = 0;
+        op->attempts = 0; /* backoffs restart after a working stream */
+        op->event_cb(op, r);
+        return;
+    }
 
     if (status == TN__STATUS__NOT_LEADER) {
         struct endpoint ep;
@@ -949,7 +960,7 @@ static void handleResponse(struct conn *conn, const Tn__Response *r)
     }
     e->failures = 0;
     e->reconnect_at_ns = 0;
-    if (isRetryable(status)) {
+    if (isRetryable(op, status)) {
         op->last_status = status;
         if (r->message != NULL && r->message[0] != '\0') {
             snprintf(op->errmsg, sizeof op->errmsg, "%.60s: %.180s",
@@ -1054,6 +1065,61 @@ void engineSubmit(struct engine *e, struct engine_op *op)
     listPush(&e->waiting, &op->link);
     armDeadline(e, op->deadline_ns);
     engineKick(e);
+}
+
+/* Write a WatchCancel for the stream @op (sent as request @op->id on the
+ * current connection); its answer matches no op and is dropped. */
+static void sendWatchCancel(struct engine *e, struct engine_op *op)
+{
+    Tn__Request req = TN__REQUEST__INIT;
+    Tn__WatchCancel body = TN__WATCH_CANCEL__INIT;
+    struct conn *conn = e->conn;
+    struct write_req *w;
+    uv_buf_t buf;
+    uint8_t *frame;
+    size_t len;
+
+    if (conn == NULL || conn->state != CONN_READY) {
+        return; /* the stream died with its connection */
+    }
+    body.watch_id = op->id;
+    req.id = ++e->next_id;
+    req.body_case = TN__REQUEST__BODY_WATCH_CANCEL;
+    req.watch_cancel = &body;
+    if (tn_frame_encode(&req.base, e->config.max_frame, &frame, &len) !=
+        TN_FRAME_OK) {
+        return;
+    }
+    w = malloc(sizeof *w);
+    if (w == NULL) {
+        free(frame);
+        return;
+    }
+    w->conn = conn;
+    w->buf = frame;
+    buf = uv_buf_init((char *)frame, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, writeCb) != 0) {
+        free(frame);
+        free(w);
+    }
+}
+
+void engineCancel(struct engine *e, struct engine_op *op)
+{
+    switch (op->state) {
+        case OP_SENT:
+            if (op->stream) {
+                sendWatchCancel(e, op);
+            }
+            /* fall through */
+        case OP_WAITING:
+        case OP_DELAYED:
+            snprintf(op->errmsg, sizeof op->errmsg, "canceled");
+            opFailLater(e, op, TN_CANCELED);
+            break;
+        default:
+            break; /* completing or completed already */
+    }
 }
 
 static void engineHandleCloseCb(uv_handle_t *h)

@@ -30,6 +30,13 @@
  * / "no quorum"); engineClose (cb with TN_CANCELED); out of memory encoding
  * (TN_NOMEM); request too large (TN_INVALID_ARGUMENT).
  *
+ * Streams (op->stream, a Watch request): every Response with `more` set
+ * goes to event_cb and the op stays on the wire; only a final answer
+ * completes it. A stream has no deadline (deadline_ns UINT64_MAX), is
+ * resent after a reconnect or a redirect (event_cb keeps the request's
+ * resume index current), treats a server's CANCELED (node shutting down)
+ * as retryable, and ends only with a final error or engineCancel().
+ *
  * Threading: every function must be called on the loop thread, and every
  * callback fires there. The callback of an op never fires from inside
  * engineSubmit. */
@@ -60,6 +67,10 @@ typedef void (*engine_op_cb)(struct engine_op *op,
                              int rc,
                              const Tn__Response *response);
 
+/* A stream's event (@response valid only during the call). */
+typedef void (*engine_event_cb)(struct engine_op *op,
+                                const Tn__Response *response);
+
 struct engine_op
 {
     void *data;           /* user data */
@@ -69,6 +80,8 @@ struct engine_op
     bool may_wait;        /* the server may hold it long (queued acquire) */
     uint64_t deadline_ns; /* absolute, leaseNow() clock */
     engine_op_cb cb;
+    bool stream;             /* a streamed watch */
+    engine_event_cb event_cb; /* stream events */
 
     /* Set by the engine, readable in cb. */
     uint64_t first_sent_ns;          /* 0: never written to a socket */
@@ -146,6 +159,10 @@ int engineInit(struct engine *e,
 /* Submit @op. Its callback fires exactly once, later (never from inside
  * this call). Must not be called once engineClose() has been. */
 void engineSubmit(struct engine *e, struct engine_op *op);
+
+/* Cancel @op if it has not completed: its cb fires later with TN_CANCELED.
+ * A stream on the wire is also cancelled on the server (WatchCancel). */
+void engineCancel(struct engine *e, struct engine_op *op);
 
 /* Complete every op with TN_CANCELED, close the connection and the timers,
  * then call @cb (from the loop). */

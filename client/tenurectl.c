@@ -50,7 +50,9 @@ static void usage(FILE *f)
         "  status RESOURCE [--stale]       who holds it, since when, until "
         "when\n"
         "  list [--prefix P] [--limit N] [--stale]\n"
-        "  watch RESOURCE [--count N]      print the state at every change\n"
+        "  watch RESOURCE [--count N] [--stale]\n"
+        "  watch --prefix P [--count N] [--stale]\n"
+        "      print the state (of every lock under P) at every change\n"
         "  exec [--mode M] [-n N] [--ttl MS] [--wait MS] [--holder NAME]\n"
         "       [--grace MS] RESOURCE -- CMD [ARGS...]\n"
         "      run CMD while holding the lock (token in TENURE_TOKEN), "
@@ -699,51 +701,91 @@ static void sleepMs(long ms)
     nanosleep(&ts, NULL);
 }
 
-static int cmdWatch(const struct args *a, tn_client *c)
+static bool sameEvent(const struct tn_watch_event *x,
+                      const struct tn_watch_event *y)
 {
-    struct tn_lock_info prev;
-    bool have_prev = false;
-    long printed = 0;
-    int rc = TN_OK;
-
-    memset(&prev, 0, sizeof prev);
-    installSignals();
-    while (!got_signal && (a->count < 0 || printed < a->count)) {
-        struct tn_lock_info info;
-        uint64_t t0 = 0;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        t0 = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-
-        rc = tn_lock_watch(c, a->pos[0], have_prev ? prev.index : 0,
-                           have_prev ? 30000 : 0, &info);
-        if (rc != TN_OK) {
-            if (got_signal) {
-                break;
-            }
-            tn_lock_info_clear(&prev);
-            return fail(a, c, rc, "watch");
-        }
-        if (!have_prev || !sameLock(&prev, &info)) {
-            if (a->json) {
-                printJson(lockJson(&info));
-            } else {
-                printLockText(&info);
-            }
-            fflush(stdout);
-            printed++;
-        }
-        tn_lock_info_clear(&prev);
-        prev = info;
-        have_prev = true;
-        /* A node that answers at once instead of long-polling: poll. */
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        if ((uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 - t0 <
-            100) {
-            sleepMs(250);
+    if (x->n_locks != y->n_locks) {
+        return false;
+    }
+    for (size_t i = 0; i < x->n_locks; i++) {
+        if (strcmp(x->locks[i].resource, y->locks[i].resource) != 0 ||
+            !sameLock(&x->locks[i], &y->locks[i])) {
+            return false;
         }
     }
-    tn_lock_info_clear(&prev);
+    return true;
+}
+
+static void printEvent(const struct args *a,
+                       bool prefix,
+                       const struct tn_watch_event *ev)
+{
+    if (!prefix && ev->n_locks == 1) {
+        if (a->json) {
+            printJson(lockJson(&ev->locks[0]));
+        } else {
+            printLockText(&ev->locks[0]);
+        }
+    } else if (a->json) {
+        json_t *j = json_object();
+        json_t *arr = json_array();
+        for (size_t i = 0; i < ev->n_locks; i++) {
+            json_array_append_new(arr, lockJson(&ev->locks[i]));
+        }
+        json_object_set_new(j, "prefix", json_string(a->prefix));
+        json_object_set_new(j, "index", jsonU64(ev->index));
+        json_object_set_new(j, "locks", arr);
+        printJson(j);
+    } else {
+        printf("-- index %" PRIu64 ": %zu lock%s under \"%s\"\n", ev->index,
+               ev->n_locks, ev->n_locks == 1 ? "" : "s", a->prefix);
+        for (size_t i = 0; i < ev->n_locks; i++) {
+            printLockText(&ev->locks[i]);
+        }
+    }
+    fflush(stdout);
+}
+
+/* A streamed watch: the cluster pushes the state at every change; the
+ * library resumes across reconnects and leader changes. States equal to
+ * the previous one (a resumed stream repeats it) are not printed again. */
+static int cmdWatch(const struct args *a, tn_client *c)
+{
+    struct tn_watch_event prev;
+    bool have_prev = false;
+    bool prefix = a->prefix != NULL;
+    long printed = 0;
+    tn_watch *w;
+    int flags = (prefix ? TN_WATCH_PREFIX : 0) | (a->stale ? TN_WATCH_STALE : 0);
+    int rc;
+
+    memset(&prev, 0, sizeof prev);
+    rc = tn_watch_open(c, prefix ? a->prefix : a->pos[0], flags, 0, &w);
+    if (rc != TN_OK) {
+        return fail(a, c, rc, "watch");
+    }
+    installSignals();
+    while (!got_signal && (a->count < 0 || printed < a->count)) {
+        struct tn_watch_event ev;
+        rc = tn_watch_next(w, 250, &ev);
+        if (rc == TN_TIMEOUT) {
+            continue;
+        }
+        if (rc != TN_OK) {
+            tn_watch_event_clear(&prev);
+            tn_watch_close(w);
+            return fail(a, c, rc, "watch");
+        }
+        if (!have_prev || !sameEvent(&prev, &ev)) {
+            printEvent(a, prefix, &ev);
+            printed++;
+        }
+        tn_watch_event_clear(&prev);
+        prev = ev;
+        have_prev = true;
+    }
+    tn_watch_event_clear(&prev);
+    tn_watch_close(w);
     return EXIT_OK;
 }
 
@@ -1126,8 +1168,10 @@ int main(int argc, char **argv)
     }
     if (strcmp(a.command, "acquire") == 0 ||
         strcmp(a.command, "release") == 0 || strcmp(a.command, "renew") == 0 ||
-        strcmp(a.command, "status") == 0 || strcmp(a.command, "watch") == 0) {
+        strcmp(a.command, "status") == 0) {
         needPositional(&a, 1, "RESOURCE");
+    } else if (strcmp(a.command, "watch") == 0) {
+        needPositional(&a, a.prefix != NULL ? 0 : 1, "RESOURCE");
     } else if (strcmp(a.command, "exec") == 0) {
         needPositional(&a, 1, "RESOURCE");
     } else if (strcmp(a.command, "list") == 0) {

@@ -529,6 +529,68 @@ TN_API int tn_lock_list(tn_client *c,
 /* Free an array returned by tn_lock_list(). NULL is ignored. */
 TN_API void tn_lock_list_free(struct tn_lock_info *locks, size_t n);
 
+/* ------------------------------------------------------ streamed watches */
+
+/* A streamed watch of one resource or of every resource under a prefix.
+ * The cluster sends the full current state at every change (docs/protocol.md
+ * "Streamed watches"); the library reconnects, follows the leader and
+ * resumes from the index of the last event it received, so a watcher may
+ * miss intermediate states (several changes in a row, a slow reader) but
+ * never the latest one, and event indexes never go down. */
+typedef struct tn_watch tn_watch;
+
+enum tn_watch_flags {
+    TN_WATCH_PREFIX = 1 << 0, /* @resource is a prefix ("" or NULL: all) */
+    TN_WATCH_STALE = 1 << 1   /* served by any node from its own state */
+};
+
+/* One event: the state right after a change (or the initial state). */
+struct tn_watch_event
+{
+    uint64_t index;             /* Raft index; resume after it */
+    size_t n_locks;             /* one resource: always 1 (its state, maybe
+                                   free); a prefix: the known locks, in byte
+                                   order of the resource */
+    struct tn_lock_info *locks; /* owned array of n_locks */
+};
+
+/* Free what an event owns and zero it. NULL is ignored. */
+TN_API void tn_watch_event_clear(struct tn_watch_event *ev);
+
+/* Start watching @resource (with TN_WATCH_PREFIX: every resource starting
+ * with it). With @after_index 0 the first event is the current state;
+ * otherwise events come for changes after that index (the first one at
+ * once if something changed since). Returns TN_OK at once (it does not
+ * wait for the cluster: connection problems are retried in the background
+ * and events arrive through tn_watch_next()), or TN_USAGE /
+ * TN_INVALID_ARGUMENT (bad resource or prefix) / TN_CLOSED / TN_NOMEM.
+ * On a client of <tenure/uv.h> use tn_uv_watch_open() instead. */
+TN_API int tn_watch_open(tn_client *c,
+                         const char *resource,
+                         int flags,
+                         uint64_t after_index,
+                         tn_watch **out);
+
+/* Wait up to @timeout_ms (0: do not wait) for the next event and move it
+ * into @out (free with tn_watch_event_clear()). Returns TN_OK, TN_TIMEOUT
+ * when none came in time (the watch goes on), or, once every received
+ * event has been returned, the error that ended the watch (TN_CANCELED when
+ * the client was closed, TN_INVALID_ARGUMENT, TN_REFUSED for too many
+ * watches on one connection, ...) on every later call. The library keeps at
+ * most 64 events not yet returned: past that, the newest replaces the last
+ * one kept (a slow reader skips intermediate states, never the latest). */
+TN_API int tn_watch_next(tn_watch *w,
+                         uint32_t timeout_ms,
+                         struct tn_watch_event *out);
+
+/* The index of the latest event received (the resume point), or the
+ * after_index it was opened with. */
+TN_API uint64_t tn_watch_index(tn_watch *w);
+
+/* Stop the watch (the cluster is told) and free the handle. Must not run
+ * concurrently with tn_watch_next() on the same handle. NULL is ignored. */
+TN_API void tn_watch_close(tn_watch *w);
+
 /* One member of the cluster. */
 struct tn_member_info
 {

@@ -121,6 +121,30 @@ TN_API int tn_uv_cluster_status(tn_client *c,
                                 struct tn_cluster_info *out,
                                 tn_uv_done_cb cb);
 
+/* A streamed watch on the loop (see tn_watch_open() for @resource, @flags
+ * and @after_index). @cb(@w, TN_OK, ev, data) runs for each event (@ev and
+ * what it points to are valid during the call only); if the watch ends on
+ * its own (TN_INVALID_ARGUMENT, TN_REFUSED, TN_CANCELED when the client
+ * closes, ...) @cb(@w, rc, NULL, data) runs once, last. Either way the
+ * handle stays valid until tn_uv_watch_close(), after which @cb never runs.
+ * Returns TN_OK (@cb runs later, never from inside this call) or an error
+ * (@cb never runs, *@out is not set). */
+typedef void (*tn_uv_watch_cb)(tn_watch *w,
+                               int rc,
+                               const struct tn_watch_event *ev,
+                               void *data);
+TN_API int tn_uv_watch_open(tn_client *c,
+                            const char *resource,
+                            int flags,
+                            uint64_t after_index,
+                            tn_uv_watch_cb cb,
+                            void *data,
+                            tn_watch **out);
+
+/* Stop the watch and free the handle (on the loop's thread; also from
+ * inside its callback). NULL is ignored. */
+TN_API void tn_uv_watch_close(tn_watch *w);
+
 #ifdef __cplusplus
 }
 #endif
