@@ -41,6 +41,7 @@
 #include "lib/cluster.h"
 #include "tenure.h"
 #include "tenure.pb-c.h"
+#include "tenure/uv.h"
 
 #define EVENT_TIMEOUT_MS 5000
 
@@ -690,6 +691,118 @@ static void test_library(void **state)
                      TN_INVALID_ARGUMENT);
 }
 
+struct uvWatch
+{
+    uv_loop_t loop;
+    tn_client *c;
+    tn_watch *w;
+    int events;
+    int states[8];
+    uint64_t last_index;
+    int ended_rc;
+    bool close_in_cb;
+    bool closed;
+};
+
+static void uvWatchCb(tn_watch *w,
+                      int rc,
+                      const struct tn_watch_event *ev,
+                      void *data)
+{
+    struct uvWatch *u = data;
+    assert_ptr_equal(w, u->w);
+    if (rc != TN_OK) {
+        assert_null(ev);
+        u->ended_rc = rc;
+        return;
+    }
+    assert_int_equal(ev->n_locks, 1);
+    assert_true(ev->index >= u->last_index);
+    u->last_index = ev->index;
+    if (u->events < 8) {
+        u->states[u->events] = ev->locks[0].state;
+    }
+    u->events++;
+    if (u->close_in_cb) {
+        tn_uv_watch_close(w); /* from inside its own callback */
+        u->w = NULL;
+    }
+}
+
+static void uvClosedCb(void *data)
+{
+    ((struct uvWatch *)data)->closed = true;
+}
+
+/* Run @u's loop until *@flag reaches @want (bounded). */
+static bool uvRunUntil(struct uvWatch *u, const int *flag, int want)
+{
+    uint64_t deadline = nowMs() + EVENT_TIMEOUT_MS;
+    while (*flag < want && nowMs() < deadline) {
+        uv_run(&u->loop, UV_RUN_ONCE);
+    }
+    return *flag >= want;
+}
+
+/* tn_uv_watch_* on the caller's loop: events, closing from the callback,
+ * and a client close ending a watch with TN_CANCELED; the loop closes with
+ * nothing left behind. */
+static void test_uv_flavour(void **state)
+{
+    struct uvWatch *u = calloc(1, sizeof *u);
+    tn_watch *w2;
+    tn_lock *l;
+    (void)state;
+
+    assert_non_null(u);
+    assert_int_equal(uv_loop_init(&u->loop), 0);
+    assert_int_equal(tn_uv_client_open(&u->loop,
+                                       clusterRpcEndpoints(&S->cluster), NULL,
+                                       &u->c),
+                     TN_OK);
+    /* The blocking form is refused on such a client, and vice versa. */
+    assert_int_equal(tn_watch_open(u->c, "uv/a", 0, 0, &w2), TN_USAGE);
+    assert_int_equal(
+        tn_uv_watch_open(S->client, "uv/a", 0, 0, uvWatchCb, u, &w2),
+        TN_USAGE);
+    assert_int_equal(
+        tn_uv_watch_open(u->c, "uv/a", 0, 0, uvWatchCb, u, &u->w), TN_OK);
+    assert_int_equal(u->events, 0); /* never from inside the call */
+    assert_true(uvRunUntil(u, &u->events, 1));
+    assert_int_equal(u->states[0], TN_STATE_FREE);
+
+    l = acquire(S->session, "uv/a");
+    assert_true(uvRunUntil(u, &u->events, 2));
+    assert_int_equal(u->states[1], TN_STATE_HELD);
+    u->close_in_cb = true;
+    release(l);
+    assert_true(uvRunUntil(u, &u->events, 3));
+    assert_null(u->w);
+    assert_int_equal(u->states[2], TN_STATE_FREE);
+
+    /* A second watch, still open when the client closes. */
+    u->close_in_cb = false;
+    u->events = 0;
+    u->ended_rc = 0;
+    assert_int_equal(
+        tn_uv_watch_open(u->c, "uv/", TN_WATCH_PREFIX, 0, uvWatchCb, u, &w2),
+        TN_OK);
+    u->w = w2;
+    tn_uv_client_close(u->c, uvClosedCb, u);
+    {
+        uint64_t deadline = nowMs() + EVENT_TIMEOUT_MS;
+        while (!u->closed && nowMs() < deadline) {
+            uv_run(&u->loop, UV_RUN_ONCE);
+        }
+    }
+    assert_true(u->closed);
+    assert_int_equal(u->ended_rc, TN_CANCELED);
+    tn_uv_watch_close(w2);
+    uv_run(&u->loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&u->loop), 0);
+    free(u);
+}
+
 /* Start tenurectl with @args (NULL-terminated, after the endpoints); its
  * stdout is the returned fd. */
 static int spawnCtl(const char *const *args, pid_t *pid)
@@ -854,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_followers),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_library),
+        cmocka_unit_test(test_uv_flavour),
         cmocka_unit_test(test_tenurectl_watch),
         cmocka_unit_test(test_close_with_streams),
         cmocka_unit_test(test_leader_kill),
