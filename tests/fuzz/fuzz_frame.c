@@ -94,6 +94,8 @@ static bool bodyPresent(const Tn__Request *rq)
     case TN__REQUEST__BODY_SNAPSHOT_SAVE: return rq->snapshot_save != NULL;
     case TN__REQUEST__BODY_SNAPSHOT_RESTORE:
         return rq->snapshot_restore != NULL;
+    case TN__REQUEST__BODY_WATCH: return rq->watch != NULL;
+    case TN__REQUEST__BODY_WATCH_CANCEL: return rq->watch_cancel != NULL;
     default: return false;
     }
 }
@@ -150,6 +152,23 @@ static void answerRead(struct run *r, const Tn__Request *rq)
     case TN__REQUEST__BODY_CLUSTER_STATUS:
         fsmMemberForEach(&r->fsm, memberCb, NULL);
         break;
+    case TN__REQUEST__BODY_WATCH: {
+        /* A stream's events are the reads above, of one resource or of a
+         * prefix. */
+        const char *k = rq->watch->resource ? rq->watch->resource : "";
+        if (rq->watch->prefix) {
+            struct listState st = { rq->watch->limit, 0 };
+            fsmLockForEach(&r->fsm, k, strlen(k), listCb, &st);
+        } else {
+            struct fsm_lock_view v;
+            if (fsmLockGet(&r->fsm, k, strlen(k), &v)) {
+                FUZZ_CHECK(v.resource_len == strlen(k) &&
+                               memcmp(v.resource, k, v.resource_len) == 0,
+                           "fsmLockGet answered another resource");
+            }
+        }
+        break;
+    }
     default:
         break;
     }
@@ -224,8 +243,11 @@ static bool handleRequest(struct run *r, Tn__Request *rq)
     case TN__REQUEST__BODY_LIST_LOCKS:
     case TN__REQUEST__BODY_KEEPALIVE:
     case TN__REQUEST__BODY_CLUSTER_STATUS:
+    case TN__REQUEST__BODY_WATCH:
         answerRead(r, rq);
         return false;
+    case TN__REQUEST__BODY_WATCH_CANCEL:
+        return false; /* answered by the RPC front end */
     case TN__REQUEST__BODY_MEMBER_ADD:
     case TN__REQUEST__BODY_MEMBER_REMOVE:
     case TN__REQUEST__BODY_TRANSFER:
