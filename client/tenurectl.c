@@ -311,11 +311,11 @@ static json_t *jsonU64(uint64_t v)
 }
 
 /* Print the failure of a call and return the exit code. */
-static int fail(const struct args *a, tn_client *c, int rc, const char *what)
+static int failMsg(const struct args *a,
+                   int rc,
+                   const char *what,
+                   const char *msg)
 {
-    char msg[TN_ERRMSG_BUF_SIZE];
-
-    tn_client_errmsg_copy(c, msg, sizeof msg);
     if (a->json) {
         json_t *j = json_object();
         json_object_set_new(j, "ok", json_false());
@@ -328,6 +328,14 @@ static int fail(const struct args *a, tn_client *c, int rc, const char *what)
     fprintf(stderr, "%s: %s: %s (%s)\n", progname, what,
             msg[0] ? msg : tn_strerror(rc), tn_errname(rc));
     return exitCode(rc);
+}
+
+static int fail(const struct args *a, tn_client *c, int rc, const char *what)
+{
+    char msg[TN_ERRMSG_BUF_SIZE];
+
+    tn_client_errmsg_copy(c, msg, sizeof msg);
+    return failMsg(a, rc, what, msg);
 }
 
 static void formatTime(uint64_t ms, char *buf, size_t len)
@@ -759,7 +767,12 @@ static int cmdWatch(const struct args *a, tn_client *c)
     int flags = (prefix ? TN_WATCH_PREFIX : 0) | (a->stale ? TN_WATCH_STALE : 0);
     int rc;
 
+    uint32_t first_ms = a->timeout_ms != 0 ? a->timeout_ms : 5000;
+    struct timespec t0;
+    struct timespec t1;
+
     memset(&prev, 0, sizeof prev);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     rc = tn_watch_open(c, prefix ? a->prefix : a->pos[0], flags, 0, &w);
     if (rc != TN_OK) {
         return fail(a, c, rc, "watch");
@@ -769,6 +782,18 @@ static int cmdWatch(const struct args *a, tn_client *c)
         struct tn_watch_event ev;
         rc = tn_watch_next(w, 250, &ev);
         if (rc == TN_TIMEOUT) {
+            /* The first event (the current state) comes at once from a
+             * reachable cluster: without it by --timeout, give up. */
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            if (!have_prev && (t1.tv_sec - t0.tv_sec) * 1000 +
+                                      (t1.tv_nsec - t0.tv_nsec) / 1000000 >=
+                                  (long)first_ms) {
+                char msg[96];
+                snprintf(msg, sizeof msg, "no answer from the cluster in %u ms",
+                         (unsigned)first_ms);
+                tn_watch_close(w);
+                return failMsg(a, TN_UNAVAILABLE, "watch", msg);
+            }
             continue;
         }
         if (rc != TN_OK) {

@@ -969,6 +969,15 @@ static void test_tenurectl_watch(void **state)
     assert_int_equal(reap(pid), 0);
     release(l);
     close(fd);
+
+    /* No cluster: exit 4 (unavailable) after --timeout, not a silent
+     * wait. */
+    fd = spawnCtl((const char *const[]){ "--endpoints", "127.0.0.1:1",
+                                         "--timeout", "1000", "watch", "x",
+                                         NULL },
+                  &pid);
+    assert_int_equal(reap(pid), 4);
+    close(fd);
 }
 
 /* A leader kill: the library resumes on the new leader and sees the final
