@@ -167,6 +167,8 @@ struct call
     uint32_t attempts;
     uv_timer_t timer;   /* backoff */
     struct call *next;  /* wait queue */
+    bool once;          /* no retries: a failure completes the call */
+    int fail_status;    /* once: why it failed */
 };
 
 void rconnInit(struct rconn *c, const char *addr, uint32_t cap);
@@ -280,6 +282,7 @@ struct bench
     const char *cluster_dir;
     const char *cluster_script;
     bool forward;
+    bool requeue_early;    /* contend: re-queue with the release */
     bool quiet;
     uint64_t retry_cap_ms; /* longest backoff between retries */
     char run_id[16];
@@ -349,6 +352,7 @@ struct cycle_cfg
     int slot_acq;
     int slot_rel;
     void (*on_acquire)(const struct call *k, uint64_t now);
+    bool requeue_early;  /* send the next acquire with the release */
 };
 void cycleStartClients(const struct cycle_cfg *cfg);
 

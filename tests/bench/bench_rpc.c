@@ -447,8 +447,21 @@ static void retryCb(uv_timer_t *t)
     callSend(k);
 }
 
+static void onceFailCb(uv_timer_t *t)
+{
+    struct call *k = t->data;
+    k->busy = false;
+    k->done(k, k->fail_status, NULL);
+}
+
 static void retryLater(struct call *k, int why, uint64_t ms)
 {
+    if (k->once) {
+        /* Completed from a timer, never from inside the failure. */
+        k->fail_status = why;
+        uv_timer_start(&k->timer, onceFailCb, 0, 0);
+        return;
+    }
     B->retries[errIndex(why)]++;
     uv_timer_start(&k->timer, retryCb, ms, 0);
 }
@@ -581,6 +594,7 @@ static void callReset(struct call *k, Tn__Request__BodyCase bc, bool mutation)
     k->req.body_case = bc;
     k->mutation = mutation;
     k->attempts = 0;
+    k->once = false;
 }
 
 void callSessionOpen(struct call *k, const char *holder, uint32_t ttl_ms)

@@ -40,6 +40,7 @@ case $WORKLOAD in
         sh "$0" rpc-cycle --clients 64 --duration 10 "$@"
         sh "$0" rpc-cycle --clients 64 --conns 8 --duration 10 "$@"
         sh "$0" contend --clients 16 --duration 10 "$@"
+        sh "$0" contend --clients 16 --requeue-early --duration 10 "$@"
         sh "$0" contend --clients 16 --conns 1 --duration 10 "$@"
         sh "$0" failover --clients 16 --repeat 5 "$@"
         sh "$0" fill --locks 100000 --sessions 100000 --duration 10 "$@"
@@ -141,6 +142,7 @@ if [ "$WORKLOAD" = smoke ]; then
     bench --workload rpc-cycle --clients 16 --warmup 0 --max-ops 300 --duration 5 --quiet "$@"
     bench --workload http-cycle --clients 16 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
     bench --workload contend --clients 8 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
+    bench --workload contend --clients 8 --conns 2 --requeue-early --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
     echo "bench smoke: passed"
     exit 0
 fi

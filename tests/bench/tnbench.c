@@ -45,6 +45,8 @@ static const char usage[] =
     "  --conns N           rpc-cycle, contend: the clients share N connections\n"
     "                      (round robin; default: one each), as the threads of\n"
     "                      a process share one libtenure client\n"
+    "  --requeue-early     contend: send the next acquire right behind the\n"
+    "                      release (same write), not after its answer\n"
     "  --duration S        measured seconds (default 10)\n"
     "  --warmup S          seconds before measuring (default 1)\n"
     "  --max-ops N         stop after N operations (cycles / hand-offs)\n"
@@ -579,6 +581,7 @@ int main(int argc, char **argv)
         { "http", required_argument, NULL, 'h' },
         { "clients", required_argument, NULL, 'c' },
         { "conns", required_argument, NULL, 'C' },
+        { "requeue-early", no_argument, NULL, 'E' },
         { "duration", required_argument, NULL, 'd' },
         { "warmup", required_argument, NULL, 'W' },
         { "max-ops", required_argument, NULL, 'n' },
@@ -626,6 +629,9 @@ int main(int argc, char **argv)
             break;
         case 'c':
             B->clients = (int)numArg("--clients", optarg, 1, 20000);
+            break;
+        case 'E':
+            B->requeue_early = true;
             break;
         case 'C':
             B->conns = (int)numArg("--conns", optarg, 1, 20000);

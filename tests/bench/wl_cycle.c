@@ -6,6 +6,14 @@
  * first send of the release, or earlier at the lease end the client
  * computes from its last successful keepalive (DESIGN §4.5).
  *
+ * With --requeue-early (contend), a client sends its next acquire right
+ * behind its release, in the same write: the two share an entry. The
+ * client then has two calls, `op` and `rq`, and swaps them: the release
+ * goes on the call that got the grant, the next acquire on the other one,
+ * sent once (a failure completes it, so that no retried acquire can pass
+ * a release still in flight); other acquires wait until no release is in
+ * flight.
+ *
  * HTTP client (http-cycle): PUT /v1/locks/{id} → 201 + ETag → DELETE with
  * If-Match → 204, on a keep-alive connection. */
 #include <inttypes.h>
@@ -22,6 +30,7 @@ struct rcl
     int idx;
     struct rconn *conn;  /* shared by the clients of --conns */
     struct call op;
+    struct call rq;      /* --requeue-early: the second operation call */
     struct call ka;
     uv_timer_t timer;    /* backoff and hold */
     void (*later)(struct rcl *cl); /* what the timer runs */
@@ -37,6 +46,7 @@ struct rcl
     size_t grant;
     bool holding;
     bool release_unknown; /* the last release did not succeed */
+    bool next_pending;    /* requeue-early: rclNext once a call is free */
     uint64_t t_cycle;
     bool finished;
 };
@@ -47,6 +57,21 @@ static struct rconn *rconns;
 
 static void rclNext(struct rcl *cl);
 static void rclOpen(struct rcl *cl);
+
+/* The call for the next operation: `op`, or with --requeue-early whichever
+ * is free; NULL (and rclNext runs when one frees up) while a release is in
+ * flight. */
+static struct call *rclCall(struct rcl *cl)
+{
+    if (!cf.requeue_early) {
+        return &cl->op;
+    }
+    if (cl->op.busy || cl->rq.busy) {
+        cl->next_pending = true;
+        return NULL;
+    }
+    return &cl->op;
+}
 
 static void rclFinish(struct rcl *cl)
 {
@@ -103,13 +128,17 @@ static void closeDone(struct call *k, int status, const Tn__Response *r)
 
 static void rclClose(struct rcl *cl)
 {
+    struct call *k;
     if (cl->session == 0 || cl->lost) {
         rclFinish(cl);
         return;
     }
-    cl->op.done = closeDone;
-    callSessionClose(&cl->op, cl->session);
-    callStart(&cl->op, cf.timeout_ms);
+    if ((k = rclCall(cl)) == NULL) {
+        return;
+    }
+    k->done = closeDone;
+    callSessionClose(k, cl->session);
+    callStart(k, cf.timeout_ms);
 }
 
 static void kaDone(struct call *k, int status, const Tn__Response *r)
@@ -176,14 +205,18 @@ static void openDone(struct call *k, int status, const Tn__Response *r)
 static void rclOpen(struct rcl *cl)
 {
     char holder[32];
+    struct call *k;
     if (B->stopping) {
         rclFinish(cl);
         return;
     }
+    if ((k = rclCall(cl)) == NULL) {
+        return;
+    }
     snprintf(holder, sizeof holder, "c%d", cl->idx);
-    cl->op.done = openDone;
-    callSessionOpen(&cl->op, holder, B->ttl_ms);
-    callStart(&cl->op, cf.timeout_ms);
+    k->done = openDone;
+    callSessionOpen(k, holder, B->ttl_ms);
+    callStart(k, cf.timeout_ms);
 }
 
 static void relDone(struct call *k, int status, const Tn__Response *r)
@@ -203,14 +236,40 @@ static void relDone(struct call *k, int status, const Tn__Response *r)
             rclSessionLost(cl);
         }
     }
+    if (cf.requeue_early) {
+        /* The next acquire went out with this release, unless it had to
+         * wait for this call. */
+        if (cl->next_pending || (!cl->op.busy && !cl->rq.busy)) {
+            cl->next_pending = false;
+            rclNext(cl);
+        }
+        return;
+    }
     rclNext(cl);
+}
+
+static void rclReleaseOn(struct rcl *cl, struct call *k)
+{
+    k->done = relDone;
+    callRelease(k, cl->res, cl->token);
+    callStart(k, cf.timeout_ms);
 }
 
 static void rclRelease(struct rcl *cl)
 {
-    cl->op.done = relDone;
-    callRelease(&cl->op, cl->res, cl->token);
-    callStart(&cl->op, cf.timeout_ms);
+    rclReleaseOn(cl, &cl->op);
+}
+
+static void acqDone(struct call *k, int status, const Tn__Response *r);
+
+/* Send an acquire on @k. */
+static void rclAcquireOn(struct rcl *cl, struct call *k, bool once)
+{
+    cl->t_cycle = nowNs();
+    k->done = acqDone;
+    callAcquire(k, cl->session, cl->res, cf.wait_ms);
+    k->once = once;
+    callStart(k, cf.timeout_ms);
 }
 
 static void acqDone(struct call *k, int status, const Tn__Response *r)
@@ -235,6 +294,19 @@ static void acqDone(struct call *k, int status, const Tn__Response *r)
             cf.on_acquire(k, now);
         }
         benchOp(cf.slot_acq, k->t_first, now);
+        if (cf.requeue_early && cf.hold_ms == 0) {
+            struct call *next = k == &cl->op ? &cl->rq : &cl->op;
+            rclReleaseOn(cl, k);
+            if (B->stopping) {
+                return;
+            }
+            if (next->busy) {
+                cl->next_pending = true; /* an older release, still out */
+            } else {
+                rclAcquireOn(cl, next, true);
+            }
+            return;
+        }
         if (cf.hold_ms > 0) {
             rclLater(cl, rclRelease, cf.hold_ms);
         } else {
@@ -260,6 +332,7 @@ static void acqDone(struct call *k, int status, const Tn__Response *r)
 
 static void rclNext(struct rcl *cl)
 {
+    struct call *k;
     if (B->stopping) {
         rclClose(cl);
         return;
@@ -269,10 +342,10 @@ static void rclNext(struct rcl *cl)
         rclOpen(cl);
         return;
     }
-    cl->t_cycle = nowNs();
-    cl->op.done = acqDone;
-    callAcquire(&cl->op, cl->session, cl->res, cf.wait_ms);
-    callStart(&cl->op, cf.timeout_ms);
+    k = rclCall(cl);
+    if (k != NULL) {
+        rclAcquireOn(cl, k, false);
+    }
 }
 
 void cycleStartClients(const struct cycle_cfg *cfg)
@@ -304,6 +377,7 @@ void cycleStartClients(const struct cycle_cfg *cfg)
         cl->idx = i;
         cl->conn = &rconns[i % n_conns];
         callInit(&cl->op, cl->conn, NULL, cl);
+        callInit(&cl->rq, cl->conn, NULL, cl);
         callInit(&cl->ka, cl->conn, kaDone, cl);
         uv_timer_init(B->loop, &cl->timer);
         cl->timer.data = cl;
@@ -350,6 +424,7 @@ int wlContend(void)
         .slot_cycle = -1,
         .slot_acq = 0,
         .slot_rel = 1,
+        .requeue_early = B->requeue_early,
     };
     B->op_names[0] = "hand-off";
     B->op_names[1] = "release";
