@@ -80,6 +80,7 @@ struct rpcReq
     struct rpcConn *c;
     Tn__Request *request; /* owned (protobuf-c unpacked) */
     bool stream;          /* a watch, counted in n_streams */
+    bool canceled;        /* dispatchCancel was called */
     uint8_t *held;        /* owned: the latest event not yet written */
     size_t held_len;
     tn_queue held_link;   /* in c->held while held != NULL */
@@ -146,9 +147,23 @@ static void connShutdown(struct rpcConn *c)
     }
     c->closing = true;
     uv_read_stop((uv_stream_t *)&c->tcp);
-    TN_QUEUE_FOREACH(q, &c->pending)
-    {
-        struct rpcReq *r = TN_QUEUE_DATA(q, struct rpcReq, queue);
+    /* A closing dispatch answers a cancel at once, which frees that
+     * request and maybe others of this connection: walk from the head
+     * again after each cancel. */
+    for (;;) {
+        struct rpcReq *r = NULL;
+        TN_QUEUE_FOREACH(q, &c->pending)
+        {
+            struct rpcReq *p = TN_QUEUE_DATA(q, struct rpcReq, queue);
+            if (!p->canceled) {
+                r = p;
+                break;
+            }
+        }
+        if (r == NULL) {
+            break;
+        }
+        r->canceled = true;
         dispatchCancel(c->s->d, &r->dr);
     }
     connMaybeClose(c);
@@ -436,6 +451,7 @@ static bool connWatchControl(struct rpcConn *c, const Tn__Request *request)
         struct rpcReq *r = TN_QUEUE_DATA(q, struct rpcReq, queue);
         if (r->stream && r->request->id == request->watch_cancel->watch_id) {
             /* Its final CANCELED answer follows. */
+            r->canceled = true;
             dispatchCancel(c->s->d, &r->dr);
             resp.status = TN__STATUS__OK;
             resp.message = NULL;
