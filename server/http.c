@@ -64,6 +64,7 @@ struct buf
     char *p; /* owned; NUL-terminated when non-NULL */
     size_t len;
     size_t cap;
+    bool failed; /* an append ran out of memory (the text is incomplete) */
 };
 
 static int bufReserve(struct buf *b, size_t extra)
@@ -81,6 +82,7 @@ static int bufReserve(struct buf *b, size_t extra)
     }
     p = realloc(b->p, cap);
     if (p == NULL) {
+        b->failed = true;
         return -1;
     }
     b->p = p;
@@ -142,6 +144,7 @@ static int bufU64(struct buf *b, uint64_t v)
 static void bufReset(struct buf *b)
 {
     b->len = 0;
+    b->failed = false;
     if (b->p != NULL) {
         b->p[0] = '\0';
     }
@@ -153,6 +156,7 @@ static void bufFree(struct buf *b)
     b->p = NULL;
     b->len = 0;
     b->cap = 0;
+    b->failed = false;
 }
 
 static const char *bufStr(const struct buf *b)
@@ -814,6 +818,91 @@ static void exchangeSend(struct http_exchange *ex,
     if (status >= 100 && status < 600) {
         s->stats.responses[status / 100]++;
         s->stats.codes[status]++;
+    }
+}
+
+/* A JSON object written straight into a buffer, for the answers on the
+ * hot path (an acquire): the same text jansson's compact dump gives, with
+ * no tree to build and free. Strings must be valid UTF-8 (resources and
+ * holders are checked on the way in). */
+struct jw
+{
+    struct buf *b;
+    bool first;
+};
+
+static void jwKey(struct jw *w, const char *key)
+{
+    bufAppend(w->b, w->first ? "{\"" : ",\"", 2);
+    w->first = false;
+    bufStrAppend(w->b, key);
+    bufLit(w->b, "\":");
+}
+
+static void jwStr(struct jw *w, const char *key, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const char *run;
+
+    jwKey(w, key);
+    if (s == NULL) {
+        bufLit(w->b, "null");
+        return;
+    }
+    bufLit(w->b, "\"");
+    for (run = s; *s != '\0'; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[7];
+        size_t n = 2;
+        if (ch >= 0x20 && ch != '"' && ch != '\\') {
+            continue;
+        }
+        bufAppend(w->b, run, (size_t)(s - run));
+        run = s + 1;
+        esc[0] = '\\';
+        switch (ch) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 0xf];
+            n = 6;
+            break;
+        }
+        bufAppend(w->b, esc, n);
+    }
+    bufAppend(w->b, run, (size_t)(s - run));
+    bufLit(w->b, "\"");
+}
+
+/* As jsonSetU64: a number, or a decimal string above INT64_MAX. */
+static void jwU64(struct jw *w, const char *key, uint64_t v)
+{
+    jwKey(w, key);
+    if (v > (uint64_t)INT64_MAX) {
+        bufLit(w->b, "\"");
+        bufU64(w->b, v);
+        bufLit(w->b, "\"");
+    } else {
+        bufU64(w->b, v);
+    }
+}
+
+static void jwBool(struct jw *w, const char *key, bool v)
+{
+    jwKey(w, key);
+    if (v) {
+        bufLit(w->b, "true");
+    } else {
+        bufLit(w->b, "false");
     }
 }
 
@@ -3569,7 +3658,9 @@ static void answerAcquire(struct http_exchange *ex, const Tn__Response *r)
 {
     const struct http_config *cfg = &ex->conn->srv->cfg;
     const Tn__LockInfo *l = responseLock(r);
-    json_t *o;
+    struct buf body = { 0 };
+    struct jw w = { &body, true };
+    struct buf *h = &ex->hdrs;
     bool replayed;
 
     if (l == NULL || l->token == 0) {
@@ -3578,45 +3669,65 @@ static void answerAcquire(struct http_exchange *ex, const Tn__Response *r)
         return;
     }
     replayed = l->replayed;
-    o = json_object();
-    if (o != NULL) {
-        jsonSetStr(o, "resource", ex->resource);
-        jsonSetU64(o, "token", l->token);
-        jsonSetU64(o, "generation", l->generation);
-        jsonSetU64(o, "session", l->session);
-        jsonSetStr(o, "mode", modeName(l->mode));
-        if (l->mode == TN__LOCK_MODE__SEMAPHORE) {
-            json_object_set_new(o, "permits", json_integer(l->permits));
-        }
-        json_object_set_new(o, "ttl_ms", json_integer(l->ttl_ms));
-        json_object_set_new(o, "valid_for_ms",
-                            json_integer(validForMs(cfg, l->ttl_ms)));
-        if (ex->holder != NULL) {
-            jsonSetStr(o, "holder", ex->holder);
-        }
-        json_object_set_new(o, "replayed", json_boolean(replayed));
+    /* Hot path: the body and headers are written directly (the same text
+     * a jansson object would dump to). */
+    if (bufReserve(&body, 256) != 0) {
+        exchangeProblemf(ex, 500, "internal", NULL, "out of memory");
+        return;
     }
-    exchangeHeaderf(ex, "ETag", "\"%" PRIu64 "\"", l->token);
+    jwStr(&w, "resource", ex->resource);
+    jwU64(&w, "token", l->token);
+    jwU64(&w, "generation", l->generation);
+    jwU64(&w, "session", l->session);
+    jwStr(&w, "mode", modeName(l->mode));
+    if (l->mode == TN__LOCK_MODE__SEMAPHORE) {
+        jwU64(&w, "permits", l->permits);
+    }
+    jwU64(&w, "ttl_ms", l->ttl_ms);
+    jwU64(&w, "valid_for_ms", validForMs(cfg, l->ttl_ms));
+    if (ex->holder != NULL) {
+        jwStr(&w, "holder", ex->holder);
+    }
+    jwBool(&w, "replayed", replayed);
+    bufLit(&body, "}\n");
+
+    bufLit(h, "ETag: \"");
+    bufU64(h, l->token);
+    bufLit(h, "\"\r\n");
     if (replayed && ex->idem_key != NULL) {
-        exchangeHeaderf(ex, "Idempotent-Replayed", "true");
+        bufLit(h, "Idempotent-Replayed: true\r\n");
     }
     if (!replayed) {
-        struct buf loc = { 0 };
+        static const char hex[] = "0123456789ABCDEF";
         const unsigned char *p = (const unsigned char *)ex->resource;
-        bufPrintf(&loc, "/v1/locks/");
-        for (; *p != '\0'; p++) {
+        const unsigned char *run;
+        bufLit(h, "Location: /v1/locks/");
+        for (run = p; *p != '\0'; p++) {
+            char esc[3];
             if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                 (*p >= '0' && *p <= '9') || *p == '-' || *p == '.' ||
                 *p == '_' || *p == '~' || *p == '/') {
-                bufAppend(&loc, (const char *)p, 1);
-            } else {
-                bufPrintf(&loc, "%%%02X", *p);
+                continue;
             }
+            bufAppend(h, (const char *)run, (size_t)(p - run));
+            run = p + 1;
+            esc[0] = '%';
+            esc[1] = hex[*p >> 4];
+            esc[2] = hex[*p & 0xf];
+            bufAppend(h, esc, 3);
         }
-        exchangeHeaderf(ex, "Location", "%s", bufStr(&loc));
-        bufFree(&loc);
+        bufAppend(h, (const char *)run, (size_t)(p - run));
+        bufLit(h, "\r\n");
     }
-    exchangeJson(ex, replayed ? 200 : 201, NULL, o);
+    if (body.failed || h->failed) {
+        bufFree(&body);
+        bufReset(h);
+        exchangeProblemf(ex, 500, "internal", NULL, "out of memory");
+        return;
+    }
+    exchangeSend(ex, replayed ? 200 : 201, "application/json", body.p,
+                 body.len);
+    bufFree(&body);
 }
 
 static void answerRenew(struct http_exchange *ex, const Tn__Response *r)
