@@ -497,6 +497,7 @@ int clientCreate(const char *endpoints,
     ec.connect_timeout_ms =
         optOr(o.connect_timeout_ms, CLIENT_CONNECT_TIMEOUT_MS_DEFAULT);
     ec.max_frame = optOr(o.max_frame, CLIENT_MAX_FRAME_DEFAULT);
+    ec.watch_progress_ms = optOr(o.watch_progress_ms, TN_WATCH_PROGRESS_MS);
     if (ec.max_frame < 1024) {
         ec.max_frame = 1024;
     }

@@ -733,14 +733,18 @@ static void engineConnGone(struct engine *e)
 /* Every WATCH_PERIOD_MS while requests are on the wire: a connection that
  * has had a request unanswered for connect_timeout_ms, and has received
  * nothing meanwhile, is hung (a frozen node still accepts connections and
- * data): drop it, stay away from it for a while if it was the leader, and
- * resend elsewhere. Long waits (queued acquires, watches) do not count. */
+ * data): drop it, stay away from it for a while, and resend elsewhere. Long waits (queued acquires, long polls) do not count.
+ * A stream does, with a longer limit: its node sends a progress event at
+ * least every watch_progress_ms, so ENGINE_STREAM_SILENCE intervals with
+ * nothing received mean a dead, frozen or cut-off node. */
 static void watchTimerCb(uv_timer_t *t)
 {
     struct engine *e = t->data;
     struct conn *conn = e->conn;
     uint64_t now = leaseNow();
     uint64_t silence = (uint64_t)e->config.connect_timeout_ms * 1000000u;
+    uint64_t stream_silence = (uint64_t)e->config.watch_progress_ms *
+                              ENGINE_STREAM_SILENCE * 1000000u;
     struct list *l;
 
     if (listEmpty(&e->sent)) {
@@ -754,12 +758,16 @@ static void watchTimerCb(uv_timer_t *t)
         struct engine_op *op = LIST_ENTRY(l, struct engine_op, link);
         uint64_t since =
             op->sent_ns > conn->last_rx_ns ? op->sent_ns : conn->last_rx_ns;
-        if (!op->may_wait && now - since > silence) {
-            if (e->has_leader && strcmp(e->leader.label, conn->ep.label) == 0) {
-                e->bad_leader = conn->ep;
-                e->bad_leader_until_ns = now + 1000 * 1000000ULL;
-            }
-            connFail(conn, "no answer for %u ms",
+        uint64_t limit = op->stream     ? stream_silence
+                         : op->may_wait ? 0
+                                        : silence;
+        if (limit != 0 && now - since > limit) {
+            /* Hung: neither its hints nor the round-robin lead back to it
+             * for a while (a frozen node still accepts connections). */
+            e->bad_leader = conn->ep;
+            e->bad_leader_until_ns = now + 1000 * 1000000ULL;
+            connFail(conn, "%s for %u ms",
+                     op->stream ? "no stream event or progress" : "no answer",
                      (unsigned)((now - since) / 1000000u));
             return;
         }
@@ -836,6 +844,11 @@ static void engineKick(struct engine *e)
         connStart(e, &ep);
     } else {
         size_t i = e->next_endpoint++ % e->n_endpoints;
+        if (e->n_endpoints > 1 && leaseNow() < e->bad_leader_until_ns &&
+            strcmp(e->endpoints[i].label, e->bad_leader.label) == 0) {
+            /* Just found hung or unreachable: try the next one first. */
+            i = e->next_endpoint++ % e->n_endpoints;
+        }
         connStart(e, &e->endpoints[i]);
     }
 }

@@ -35,7 +35,10 @@
  * completes it. A stream has no deadline (deadline_ns UINT64_MAX), is
  * resent after a reconnect or a redirect (event_cb keeps the request's
  * resume index current), treats a server's CANCELED (node shutting down)
- * as retryable, and ends only with a final error or engineCancel().
+ * as retryable, and ends only with a final error or engineCancel(). Nodes
+ * send progress events to quiet streams, so a connection with a stream on
+ * it that stays silent for ENGINE_STREAM_SILENCE progress intervals is
+ * hung: it is dropped and the stream resumes on the next one.
  *
  * Threading: every function must be called on the loop thread, and every
  * callback fires there. The callback of an op never fires from inside
@@ -53,6 +56,9 @@
 #include "tenure.pb-c.h"
 
 #define ENGINE_ERRMSG_SIZE 256
+
+/* Progress intervals of silence after which a stream's connection is hung. */
+#define ENGINE_STREAM_SILENCE 3
 
 /* Replies remembered per client by the cluster (fsm client_window). */
 #define ENGINE_SEQ_WINDOW 64
@@ -108,6 +114,10 @@ struct engine_config
      * SIGSTOPped or wedged node still completes TCP handshakes. */
     uint32_t connect_timeout_ms;
     uint32_t max_frame;
+    /* The nodes' stream progress interval: a connection carrying a stream
+     * that has received nothing for ENGINE_STREAM_SILENCE times this is
+     * taken for hung like above. 0: streams may stay silent forever. */
+    uint32_t watch_progress_ms;
 };
 
 struct conn;
@@ -121,8 +131,10 @@ struct engine
     size_t next_endpoint;   /* round-robin cursor */
     struct endpoint leader; /* hint from NOT_LEADER / ClusterInfo */
     bool has_leader;
-    struct endpoint bad_leader;   /* a hinted leader we could not reach */
-    uint64_t bad_leader_until_ns; /* ignore hints naming it until then */
+    struct endpoint bad_leader;   /* a hinted leader we could not reach,
+                                     or a node found hung */
+    uint64_t bad_leader_until_ns; /* ignore hints naming it, and skip it
+                                     in the round-robin, until then */
     struct conn *conn;            /* current connection, or NULL */
     uint64_t client_id;
     uint64_t next_seq;

@@ -170,11 +170,26 @@ struct tn_client_opts
      * request limit (--max-frame, 1 MiB by default). */
     uint32_t max_frame;
 
+    /* The progress interval of the cluster's nodes (tenured
+     * --watch-progress-ms): a node sends every streamed watch an event at
+     * least this often, the current state again when nothing changed. A
+     * watch whose connection has received nothing for 3 times this long is
+     * taken for cut off from a dead or frozen node: the connection is
+     * replaced and the watch resumes elsewhere from its last index. Default
+     * TN_WATCH_PROGRESS_MS; TN_OPT_ZERO turns the check off (for nodes
+     * older than progress events, which would otherwise be left every
+     * 15 s of quiet and rejoined). */
+    uint32_t watch_progress_ms;
+
     uint64_t reserved[8]; /* must be zero */
 };
 
 /* Use in a tn_*_opts field to mean an explicit 0 where 0 means default. */
 #define TN_OPT_ZERO UINT32_MAX
+
+/* Default progress interval of streamed watches, in milliseconds (see
+ * tn_client_opts.watch_progress_ms and docs/protocol.md). */
+#define TN_WATCH_PROGRESS_MS 5000
 
 /* Open a client on @endpoints, a comma-separated list of "host:port"
  * (IPv6 as "[addr]:port"; spaces around entries are ignored), e.g.

@@ -23,6 +23,11 @@
  *                                   with a final answer: CANCELED (cancel,
  *                                   shutdown) or NOT_LEADER (a
  *                                   linearizable one when leadership goes).
+ *                                   A stream parked for watch_progress_ms
+ *                                   is fired as if it changed (a progress
+ *                                   event), unless it is linearizable and
+ *                                   this node is not a leader with a fresh
+ *                                   majority confirmation.
  *
  * Leadership: a new leader appends a barrier first; until it is applied
  * (`ready`), keepalives and reads wait. Once ready every session gets a
@@ -1199,10 +1204,13 @@ static bool changedSince(struct dispatch *d, const struct dispatch_req *req)
     }
 }
 
-/* Park a stream until the next change of what it watches. */
+/* Park a stream until the next change of what it watches, or until its
+ * next progress event is due. Every stream is parked at the tail with the
+ * same interval, so `streams` stays in deadline order. */
 static void streamPark(struct dispatch *d, struct dispatch_req *req)
 {
     req->state = REQ_STREAM;
+    req->deadline_ms = monoMs() + d->cfg.watch_progress_ms;
     tn_queue_insert_tail(&d->streams, &req->queue);
 }
 
@@ -2302,6 +2310,35 @@ void dispatchSetDiskLow(struct dispatch *d, bool low, uint64_t free_bytes)
     }
 }
 
+/* Progress events: each stream parked since its deadline is answered with
+ * the current state, exactly like after a change, so a watcher hears from
+ * its node at least every watch_progress_ms (and old clients merely see
+ * the same state again). The list is in deadline order: the pass stops at
+ * the first stream not yet due. A linearizable stream gets none from a
+ * node that is not a ready leader with a fresh majority confirmation: a
+ * deposed or cut-off leader must go quiet so that its watchers move on
+ * (changedHook ends those streams with NOT_LEADER once raft steps down). */
+static void streamsProgress(struct dispatch *d, uint64_t now)
+{
+    bool leading = d->is_leader && d->ready && quorumFresh(d);
+
+    while (!tn_queue_empty(&d->streams)) {
+        tn_queue *q = tn_queue_head(&d->streams);
+        struct dispatch_req *req = TN_QUEUE_DATA(q, struct dispatch_req, queue);
+        if (req->deadline_ms > now) {
+            break;
+        }
+        tn_queue_remove(q);
+        if (!req->request->watch->stale && !leading) {
+            streamPark(d, req); /* to the tail: try again next interval */
+            continue;
+        }
+        req->state = REQ_READ;
+        tn_queue_insert_tail(&d->fired, &req->queue);
+        scheduleIdle(d);
+    }
+}
+
 static void timerCb(uv_timer_t *t)
 {
     struct dispatch *d = t->data;
@@ -2325,6 +2362,7 @@ static void timerCb(uv_timer_t *t)
             }
         }
     }
+    streamsProgress(d, now);
     if (d->is_leader && d->ready &&
         now >= d->quorum_ms + adapterElectionTimeout(d->adapter) / 3) {
         /* Keep the majority confirmation fresh on an idle leader. */
@@ -2433,6 +2471,9 @@ int dispatchInit(struct dispatch **out,
     }
     if (d->cfg.max_frame == 0) {
         d->cfg.max_frame = 1024 * 1024;
+    }
+    if (d->cfg.watch_progress_ms == 0) {
+        d->cfg.watch_progress_ms = DISPATCH_WATCH_PROGRESS_MS;
     }
     leasesInit(&d->leases);
     metricsInit(&d->metrics);

@@ -12,6 +12,12 @@
 #include "fsm.h"
 #include "raft_adapter.h"
 
+/* A streamed watch that has sent nothing for this long gets a progress
+ * event (the current state again), so that its client can tell a quiet
+ * stream from a dead or frozen node. Same value as TN_WATCH_PROGRESS_MS in
+ * include/tenure.h, which clients use to size their silence limit. */
+#define DISPATCH_WATCH_PROGRESS_MS 5000
+
 struct dispatch_config
 {
     uint64_t node_id;
@@ -21,6 +27,8 @@ struct dispatch_config
     unsigned max_outstanding;   /* raft applies in flight (default 64) */
     unsigned max_batch;         /* commands per entry (default 4096) */
     size_t max_frame;           /* forwarder frame limit */
+    unsigned watch_progress_ms; /* stream silence before a progress event
+                                 * (0: DISPATCH_WATCH_PROGRESS_MS) */
 };
 
 /* Create the dispatch. It installs itself as the FSM's event callback; the

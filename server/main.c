@@ -189,6 +189,12 @@ static int applyOption(struct settings *st, const char *where,
             return -1;
         }
         c->max_inflight = (unsigned)v;
+    } else if (strcmp(key, "watch-progress-ms") == 0) {
+        /* Not in the usage text: for tests (docs/operations.md). */
+        if (parseU64(where, key, value, 100, 600000, &v) != 0) {
+            return -1;
+        }
+        c->watch_progress_ms = (unsigned)v;
     } else if (strcmp(key, "min-free-disk") == 0) {
         if (parseU64(where, key, value, 0, UINT64_MAX / 2, &v) != 0) {
             return -1;
@@ -468,6 +474,7 @@ static int tenured(int argc, char **argv, struct settings *stp)
         { "max-frame", required_argument, NULL, 0 },
         { "max-inflight", required_argument, NULL, 0 },
         { "min-free-disk", required_argument, NULL, 0 },
+        { "watch-progress-ms", required_argument, NULL, 0 },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };

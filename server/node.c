@@ -221,6 +221,7 @@ int nodeStart(struct node **out,
     dc.http_address = config->http_address;
     dc.max_frame = config->max_frame;
     dc.max_outstanding = config->max_inflight;
+    dc.watch_progress_ms = config->watch_progress_ms;
     rv = dispatchInit(&n->dispatch, loop, &n->fsm, &dc);
     if (rv != 0) {
         snprintf(errmsg, errmsg_len, "out of memory");

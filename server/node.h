@@ -30,6 +30,8 @@ struct node_config
     unsigned max_inflight;                 /* Raft entries proposed, not yet
                                             * applied; 0: the default */
     uint64_t min_free_disk;                /* bytes; below: refuse writes */
+    unsigned watch_progress_ms;            /* stream silence before a
+                                            * progress event; 0: default */
 };
 
 void nodeConfigDefaults(struct node_config *c);

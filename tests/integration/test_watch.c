@@ -16,7 +16,15 @@
  *   library         tn_watch_* sees the states of one resource and of a
  *                   prefix; after a leader kill it resumes on the new leader
  *                   and sees the final state, indexes never going down;
- *   tenurectl       `tenurectl watch` and `watch --prefix` print events.
+ *   tenurectl       `tenurectl watch` and `watch --prefix` print events;
+ *   progress        an idle stream (leader, and stale on a follower) gets
+ *                   the same state again every progress interval;
+ *   frozen leader   a tn_watch_* stream alone on its connection to a
+ *                   SIGSTOPped leader notices the silence and sees a change
+ *                   made through the new leader, within a bound.
+ *
+ * The daemons run with a short progress interval (PROGRESS_MS) to keep
+ * this quick; the library is told the same.
  *
  * Raw RPC is spoken with the generated protobuf code (linked in) over
  * blocking sockets with bounded waits. */
@@ -44,6 +52,10 @@
 #include "tenure/uv.h"
 
 #define EVENT_TIMEOUT_MS 5000
+#define PROGRESS_MS      1500
+#define PROGRESS_MS_ARG  "1500"
+/* The library's limit, in progress intervals (client/engine.h). */
+#define ENGINE_STREAM_SILENCE 3
 
 struct suite
 {
@@ -52,7 +64,8 @@ struct suite
     tn_client *client;
     tn_session *session;
     char tenurectl[512];
-    pid_t ctl; /* a running tenurectl, killed in teardown */
+    pid_t ctl;    /* a running tenurectl, killed in teardown */
+    pid_t frozen; /* a SIGSTOPped daemon, continued in teardown */
 };
 
 static struct suite *S;
@@ -304,6 +317,8 @@ static int followerIndex(void)
 
 static int groupSetUp(void **state)
 {
+    static const char *const progress_args[] = { "--watch-progress-ms",
+                                                 PROGRESS_MS_ARG, NULL };
     struct tn_client_opts o;
     const char *bin = getenv("TENURE_BIN_DIR");
     (void)state;
@@ -315,7 +330,7 @@ static int groupSetUp(void **state)
     }
     snprintf(S->tenurectl, sizeof S->tenurectl, "%s/tenurectl",
              bin != NULL ? bin : "build");
-    if (clusterStart(&S->cluster, 3) != 0) {
+    if (clusterStartWith(&S->cluster, 3, progress_args) != 0) {
         fprintf(stderr, "clusterStart: %s\n", S->cluster.errmsg);
         return -1;
     }
@@ -326,6 +341,7 @@ static int groupSetUp(void **state)
     }
     memset(&o, 0, sizeof o);
     o.timeout_ms = 10000; /* spans a leader election */
+    o.watch_progress_ms = PROGRESS_MS;
     if (tn_client_open(clusterRpcEndpoints(&S->cluster), &o, &S->client) !=
             TN_OK ||
         tn_session_open(S->client, "watch-test", 10000, NULL, &S->session) !=
@@ -340,6 +356,9 @@ static int groupSetUp(void **state)
 static int groupTearDown(void **state)
 {
     (void)state;
+    if (S->frozen > 0) {
+        kill(S->frozen, SIGCONT);
+    }
     if (S->ctl > 0) {
         kill(S->ctl, SIGKILL);
         waitpid(S->ctl, NULL, 0);
@@ -980,6 +999,137 @@ static void test_tenurectl_watch(void **state)
     close(fd);
 }
 
+/* An idle stream gets the same state again (a progress event, with an
+ * index that does not go down) about every progress interval: on the
+ * leader, and as a stale stream on a follower. */
+static void test_progress(void **state)
+{
+    int fd = rpcConnect(leaderPort());
+    int ff = rpcConnect(clusterRpcPort(&S->cluster, followerIndex()));
+    uint64_t index = 0;
+    uint64_t stale_index = 0;
+    uint64_t first;
+    uint64_t at[2];
+    Tn__Response *r;
+    (void)state;
+
+    sendWatch(fd, 31, "pr/a", false, false, 0);
+    r = awaitEvent(fd, 31, &index, isFree, NULL, "initial");
+    tn__response__free_unpacked(r, NULL);
+    sendWatch(ff, 32, "pr/a", false, true, 0);
+    r = awaitEvent(ff, 32, &stale_index, isFree, NULL, "stale initial");
+    tn__response__free_unpacked(r, NULL);
+    first = index;
+
+    for (int i = 0; i < 2; i++) {
+        r = rpcRecv(fd, PROGRESS_MS + 1000);
+        if (r == NULL) {
+            fail_msg("no progress event within %d ms", PROGRESS_MS + 1000);
+        }
+        at[i] = nowMs();
+        assert_int_equal(r->id, 31);
+        assert_int_equal(r->status, TN__STATUS__OK);
+        assert_true(r->more);
+        assert_int_equal(holders(r), 0);
+        assert_string_equal(r->lock->resource, "pr/a");
+        assert_true(r->index >= index);
+        index = r->index;
+        tn__response__free_unpacked(r, NULL);
+    }
+    /* Not sooner than an interval apart (the node's timer ticks every
+     * 10 ms). */
+    if (at[1] - at[0] + 50 < PROGRESS_MS) {
+        fail_msg("progress events %llu ms apart",
+                 (unsigned long long)(at[1] - at[0]));
+    }
+    assert_true(index >= first);
+
+    r = rpcRecv(ff, 1000);
+    if (r == NULL) {
+        fail_msg("no progress event on the stale stream");
+    }
+    assert_int_equal(r->id, 32);
+    assert_true(r->more);
+    assert_int_equal(holders(r), 0);
+    assert_true(r->index >= stale_index);
+    tn__response__free_unpacked(r, NULL);
+    close(fd);
+    close(ff);
+}
+
+/* A libtenure stream alone on its connection to a leader that freezes
+ * (SIGSTOP: the socket stays open, nothing comes) notices the silence
+ * within ENGINE_STREAM_SILENCE progress intervals, resumes on the new
+ * leader and sees a change made there. */
+static void test_frozen_leader(void **state)
+{
+    struct tn_client_opts o;
+    struct tn_watch_event ev;
+    tn_client *wc = NULL;
+    tn_watch *w;
+    tn_lock *l;
+    uint64_t last;
+    uint64_t token;
+    uint64_t stopped_at;
+    uint64_t deadline;
+    uint64_t seen_ms = 0;
+    int old = S->leader;
+    int rc;
+    (void)state;
+
+    memset(&o, 0, sizeof o);
+    o.watch_progress_ms = PROGRESS_MS;
+    assert_int_equal(
+        tn_client_open(clusterRpcEndpoints(&S->cluster), &o, &wc), TN_OK);
+    assert_int_equal(tn_watch_open(wc, "fz/a", 0, 0, &w), TN_OK);
+    assert_int_equal(tn_watch_next(w, EVENT_TIMEOUT_MS, &ev), TN_OK);
+    assert_int_equal(ev.locks[0].state, TN_STATE_FREE);
+    last = ev.index;
+    tn_watch_event_clear(&ev);
+    /* The stream runs on the leader (a follower would have redirected
+     * it); wc has nothing else on its connection. Freeze that node. */
+    S->frozen = S->cluster.nodes[old].pid;
+    assert_true(S->frozen > 0);
+    assert_int_equal(kill(S->frozen, SIGSTOP), 0);
+    stopped_at = nowMs();
+
+    /* A change through the new leader (the session's client leaves the
+     * frozen node after connect_timeout_ms without an answer). */
+    l = acquire(S->session, "fz/a");
+    token = tn_lock_token(l);
+
+    deadline = stopped_at + ENGINE_STREAM_SILENCE * PROGRESS_MS + 3000;
+    while (seen_ms == 0 && nowMs() < deadline) {
+        rc = tn_watch_next(w, 200, &ev);
+        if (rc == TN_TIMEOUT) {
+            continue;
+        }
+        assert_int_equal(rc, TN_OK);
+        assert_true(ev.index >= last);
+        last = ev.index;
+        if (ev.locks[0].state == TN_STATE_HELD &&
+            ev.locks[0].holders[0].token == token) {
+            seen_ms = nowMs();
+        }
+        tn_watch_event_clear(&ev);
+    }
+    if (seen_ms == 0) {
+        fail_msg("the watcher did not see the change within %llu ms of the "
+                 "freeze",
+                 (unsigned long long)(deadline - stopped_at));
+    }
+    print_message("watcher saw the change %llu ms after the freeze\n",
+                  (unsigned long long)(seen_ms - stopped_at));
+    tn_watch_close(w);
+    tn_client_close(wc);
+    release(l);
+
+    assert_int_equal(kill(S->frozen, SIGCONT), 0);
+    S->frozen = 0;
+    S->leader = clusterWaitLeader(&S->cluster, 15000);
+    assert_true(S->leader >= 0);
+}
+
 /* A leader kill: the library resumes on the new leader and sees the final
  * state, with indexes never going down. */
 static void test_leader_kill(void **state)
@@ -1042,6 +1192,8 @@ int main(void)
         cmocka_unit_test(test_tenurectl_watch),
         cmocka_unit_test(test_slow_reader),
         cmocka_unit_test(test_close_with_streams),
+        cmocka_unit_test(test_progress),
+        cmocka_unit_test(test_frozen_leader),
         cmocka_unit_test(test_leader_kill),
     };
     return cmocka_run_group_tests(tests, groupSetUp, groupTearDown);
