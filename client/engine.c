@@ -733,10 +733,11 @@ static void engineConnGone(struct engine *e)
 /* Every WATCH_PERIOD_MS while requests are on the wire: a connection that
  * has had a request unanswered for connect_timeout_ms, and has received
  * nothing meanwhile, is hung (a frozen node still accepts connections and
- * data): drop it, stay away from it for a while, and resend elsewhere. Long waits (queued acquires, long polls) do not count.
- * A stream does, with a longer limit: its node sends a progress event at
- * least every watch_progress_ms, so ENGINE_STREAM_SILENCE intervals with
- * nothing received mean a dead, frozen or cut-off node. */
+ * data): drop it, stay away from it for a while, and resend elsewhere.
+ * Long waits (queued acquires, long polls) do not count. A stream does,
+ * with a longer limit: its node sends a progress event at least every
+ * watch_progress_ms, so ENGINE_STREAM_SILENCE intervals with nothing
+ * received mean a dead, frozen or cut-off node. */
 static void watchTimerCb(uv_timer_t *t)
 {
     struct engine *e = t->data;
