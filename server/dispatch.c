@@ -59,10 +59,13 @@ enum {
     REQ_DONE       /* reply ready, on the done queue */
 };
 
-/* Recently changed resources: a fixed table of (hash, index) so that a
- * watch on a resource that was freed (and so forgotten by the FSM) can still
- * tell whether it changed after a given index. A collision only makes a
- * watch answer early, which clients must tolerate anyway. */
+/* Recently changed resources: a fixed table, indexed by a hash of the
+ * resource, of the latest change index among the resources of each slot,
+ * so that a watch on a resource that was freed (and so forgotten by the
+ * FSM) can still tell whether it changed after a given index. Slots are
+ * written in index order, so a slot's index is at least the last change of
+ * each of its resources: a watch may answer early (a collision), which
+ * clients must tolerate anyway, never late. */
 #define CHANGED_SLOTS 65536
 #define MAX_WATCHES 10000
 #define MAX_STREAMS 10000 /* streamed watches per node */
@@ -214,11 +217,8 @@ struct dispatch
     tn_queue fired;               /* watches to answer at the next idle */
     tn_queue streams;             /* REQ_STREAM */
     unsigned n_streams;           /* streams accepted, not yet ended */
-    struct
-    {
-        uint64_t hash;
-        uint64_t index;
-    } *changed;                   /* CHANGED_SLOTS entries */
+    uint64_t *changed;            /* CHANGED_SLOTS: latest change index of
+                                   * the resources hashed to each slot */
     tn_queue waiters;             /* REQ_WAITING */
     tn_queue done;                /* REQ_DONE */
 
@@ -313,19 +313,12 @@ static uint64_t resourceHash(const char *s, size_t n)
     return h | 1;
 }
 
-static uint64_t changedIndex(struct dispatch *d, const char *res, size_t n)
-{
-    uint64_t h = resourceHash(res, n);
-    size_t slot = (size_t)(h & (CHANGED_SLOTS - 1));
-    return d->changed[slot].hash == h ? d->changed[slot].index : 0;
-}
-
 /* The latest change of any resource in @res's slot: at least the index of
  * @res's own last change (slots are overwritten in index order). */
 static uint64_t changedSlotIndex(struct dispatch *d, const char *res, size_t n)
 {
     uint64_t h = resourceHash(res, n);
-    return d->changed[(size_t)(h & (CHANGED_SLOTS - 1))].index;
+    return d->changed[(size_t)(h & (CHANGED_SLOTS - 1))];
 }
 
 /* ------------------------------------------------------------ completion */
@@ -946,8 +939,7 @@ static void eventHook(void *data, const struct fsm_event *e)
         case FSM_EVENT_LOCK_CHANGE: {
             uint64_t h = resourceHash(e->resource, e->resource_len);
             size_t slot = (size_t)(h & (CHANGED_SLOTS - 1));
-            d->changed[slot].hash = h;
-            d->changed[slot].index = e->index;
+            d->changed[slot] = e->index;
             if (d->n_watches > 0 || !tn_queue_empty(&d->streams)) {
                 watchesNotify(d, e->resource, e->resource_len, e->index);
             }
@@ -1084,7 +1076,10 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
             li = lockInfoFromView(d, r, &v);
             r->resp.index = v.modified_index;
         } else {
-            r->resp.index = changedIndex(d, res, strlen(res));
+            /* Forgotten (or never seen): the latest change in its slot of
+             * the recent-changes table, at least its own last change, so
+             * a watch that resumes from it misses nothing. */
+            r->resp.index = changedSlotIndex(d, res, strlen(res));
             li = arenaAlloc(&r->arena, sizeof *li);
             if (li != NULL) {
                 tn__lock_info__init(li);
@@ -1192,10 +1187,13 @@ static bool changedSince(struct dispatch *d, const struct dispatch_req *req)
         return changedSlotIndex(d, key, n) > after;
     }
     if (!prefix) {
+        /* As for streams: a forgotten resource's slot may have been taken
+         * by another one since, so the slot's latest change counts (a
+         * long-poll may wake early, never late). */
         struct fsm_lock_view v;
         uint64_t mod = fsmLockGet(d->fsm, key, strlen(key), &v)
                            ? v.modified_index
-                           : changedIndex(d, key, strlen(key));
+                           : changedSlotIndex(d, key, strlen(key));
         return mod > after;
     } else {
         uint64_t index = after;

@@ -1003,6 +1003,76 @@ static void test_watch(void **state)
     sameLeader();
 }
 
+/* The daemon's slot for a resource in its table of recent changes
+ * (server/dispatch.c: FNV-1a 64, low bit set, 65536 slots). */
+static unsigned changedSlot(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s != '\0'; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return (unsigned)((h | 1) & 65535);
+}
+
+/* A watched resource that was freed (so forgotten by the lock table) and
+ * whose slot of recent changes was then taken by another resource: a
+ * long-poll from before the free must still answer at once (not sleep
+ * through its wait), and the index it returns must be a resume point that
+ * parks the next long-poll (not 0, which would answer at once forever). */
+static void test_watch_forgotten_slot_reused(void **state)
+{
+    const char *res = "model/forgotten";
+    char other[64];
+    char path[128];
+    uint64_t t;
+    uint64_t held_index;
+    uint64_t index;
+    uint64_t start;
+    json_t *st;
+    (void)state;
+
+    for (int i = 0;; i++) {
+        snprintf(other, sizeof other, "model/slot%d", i);
+        if (changedSlot(other) == changedSlot(res)) {
+            break;
+        }
+        assert_true(i < 10000000);
+    }
+    t = acquire(leader(), res, "{\"holder\":\"a\",\"ttl_ms\":15000}");
+    st = lockGet(leader(), res, NULL);
+    held_index = jU64(st, "index");
+    json_decref(st);
+    release(leader(), res, t);
+    t = acquire(leader(), other, "{\"holder\":\"b\",\"ttl_ms\":15000}");
+    release(leader(), other, t);
+
+    snprintf(path, sizeof path, "index=%" PRIu64 "&wait=5s", held_index);
+    start = monoMs();
+    st = lockGet(leader(), res, path);
+    if (monoMs() - start > 1500) {
+        fail_msg("a long-poll from before the free answered after %" PRIu64
+                 " ms",
+                 monoMs() - start);
+    }
+    assert_string_equal(jStr(st, "state"), "free");
+    index = jU64(st, "index");
+    assert_true(index > held_index);
+    json_decref(st);
+
+    /* Resuming from that index waits. */
+    snprintf(path, sizeof path, "index=%" PRIu64 "&wait=2s", index);
+    start = monoMs();
+    st = lockGet(leader(), res, path);
+    if (monoMs() - start < 1900) {
+        fail_msg("a long-poll resumed from index %" PRIu64
+                 " answered after %" PRIu64 " ms, without a change",
+                 index, monoMs() - start);
+    }
+    json_decref(st);
+    sameLeader();
+}
+
 /* Issue 3's safety-incident accounting: the log line of a release that
  * arrives after its lease expired names the resource, the holder, and how
  * late it was. */
@@ -1195,6 +1265,7 @@ int main(void)
         cmocka_unit_test(test_queue_handoff),
         cmocka_unit_test(test_idempotent_replay),
         cmocka_unit_test(test_watch),
+        cmocka_unit_test(test_watch_forgotten_slot_reused),
         cmocka_unit_test(test_late_release_logged_with_holder),
         cmocka_unit_test(test_abandoned_waiter_withdrawn),
         cmocka_unit_test(test_valid_for_honoured_in_session),
