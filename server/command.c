@@ -2,11 +2,10 @@
 #include "command.h"
 
 #include "frame.h"
+#include "lib/arena.h"
 
 #include <assert.h>
 #include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,73 +167,25 @@ int commandDecode(const void *buf, size_t len, Tn__Batch **out)
 
 /* ------------------------------------------------------------- arena */
 
-struct commandChunk
-{
-    struct commandChunk *next;
-    size_t used;
-    size_t cap;
-    max_align_t data[];
-};
-
-#define ARENA_CHUNK (16u * 1024u)
-
 void commandArenaInit(struct command_arena *a, void *buf, size_t size)
 {
-    memset(a, 0, sizeof *a);
-    /* Keep the caller's buffer max_align_t aligned. */
-    if (buf != NULL) {
-        uintptr_t p = (uintptr_t)buf;
-        uintptr_t q = (p + sizeof(max_align_t) - 1) &
-                      ~(uintptr_t)(sizeof(max_align_t) - 1);
-        if (size > q - p) {
-            a->buf = (char *)q;
-            a->cap = size - (q - p);
-        }
-    }
+    tnArenaInit(&a->arena, buf, size, 16u * 1024u, 4u * 1024u * 1024u);
+    a->failed = false;
 }
 
 void commandArenaClose(struct command_arena *a)
 {
-    struct commandChunk *c = a->chunks;
-    while (c != NULL) {
-        struct commandChunk *next = c->next;
-        free(c);
-        c = next;
-    }
-    a->chunks = NULL;
-    a->used = 0;
+    tnArenaFree(&a->arena);
 }
 
 static void *arenaAlloc(void *data, size_t size)
 {
     struct command_arena *a = data;
-    struct commandChunk *c = a->chunks;
-
-    size = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (size == 0) {
-        size = sizeof(max_align_t);
+    void *p = tnArenaAlloc(&a->arena, size);
+    if (p == NULL) {
+        a->failed = true;
     }
-    if (c == NULL && a->cap - a->used >= size) {
-        a->used += size;
-        return a->buf + a->used - size;
-    }
-    if (c == NULL || c->cap - c->used < size) {
-        size_t cap = c != NULL ? c->cap * 2 : ARENA_CHUNK;
-        if (cap < size) {
-            cap = size;
-        }
-        c = malloc(sizeof *c + cap);
-        if (c == NULL) {
-            a->failed = true;
-            return NULL;
-        }
-        c->cap = cap;
-        c->used = 0;
-        c->next = a->chunks;
-        a->chunks = c;
-    }
-    c->used += size;
-    return (char *)c->data + c->used - size;
+    return p;
 }
 
 static void arenaDealloc(void *data, void *p)

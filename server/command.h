@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/arena.h"
 #include "tenure.pb-c.h"
 
 #define COMMAND_FORMAT_VERSION 1
@@ -59,11 +60,8 @@ void commandFree(Tn__Batch *b);
  * usual case. */
 struct command_arena
 {
-    char *buf;    /* private */
-    size_t cap;
-    size_t used;
-    void *chunks; /* beyond buf, newest first */
-    bool failed;  /* out of memory during the last decode */
+    struct tn_arena arena; /* private */
+    bool failed;           /* out of memory during the last decode */
 };
 
 /* @buf (NULL for none) of @size bytes is used before malloc. */

@@ -44,6 +44,7 @@
 #include "dispatch_impl.h"
 #include "forward.h"
 #include "leases.h"
+#include "lib/arena.h"
 #include "lib/log.h"
 #include "metrics.h"
 
@@ -72,71 +73,10 @@ enum {
 
 /* ------------------------------------------------------------- arenas */
 
-struct arenaChunk
+/* A copy of @s (NULL: "") in @a. */
+static char *arenaStrdup(struct tn_arena *a, const char *s)
 {
-    struct arenaChunk *next;
-    size_t used;
-    size_t cap;
-    max_align_t data[];
-};
-
-struct arena
-{
-    struct arenaChunk *head;
-};
-
-static void *arenaAlloc(struct arena *a, size_t n)
-{
-    struct arenaChunk *c = a->head;
-    n = (n + 15) & ~(size_t)15;
-    if (c == NULL || c->cap - c->used < n) {
-        /* Small first (most replies need a few hundred bytes, and chunks
-         * under 1 KiB stay in malloc's per-thread cache), then doubling. */
-        size_t cap = c == NULL ? 448 : c->cap < 2000 ? c->cap * 2 : 4000;
-        if (cap < n) {
-            cap = n;
-        }
-        c = malloc(sizeof *c + cap);
-        if (c == NULL) {
-            return NULL;
-        }
-        c->cap = cap;
-        c->used = 0;
-        c->next = a->head;
-        a->head = c;
-    }
-    c->used += n;
-    return (char *)c->data + c->used - n;
-}
-
-static char *arenaStrdup(struct arena *a, const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    char *p = arenaAlloc(a, n + 1);
-    if (p != NULL) {
-        memcpy(p, s ? s : "", n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
-static char *arenaStrndup(struct arena *a, const char *s, size_t n)
-{
-    char *p = arenaAlloc(a, n + 1);
-    if (p != NULL) {
-        memcpy(p, s, n);
-        p[n] = '\0';
-    }
-    return p;
-}
-
-static void arenaFree(struct arena *a)
-{
-    while (a->head != NULL) {
-        struct arenaChunk *c = a->head;
-        a->head = c->next;
-        free(c);
-    }
+    return tnArenaStrndup(a, s != NULL ? s : "", s != NULL ? strlen(s) : 0);
 }
 
 /* ------------------------------------------------------------- replies */
@@ -145,7 +85,7 @@ struct reply
 {
     Tn__Response resp;
     Tn__Response *unpacked; /* forwarded replies: owned by protobuf-c */
-    struct arena arena;
+    struct tn_arena arena;
 };
 
 static struct reply *replyNew(void)
@@ -162,7 +102,7 @@ static void replyFree(struct reply *r)
     if (r->unpacked != NULL) {
         tn__response__free_unpacked(r->unpacked, NULL);
     }
-    arenaFree(&r->arena);
+    tnArenaFree(&r->arena);
     free(r);
 }
 
@@ -183,7 +123,7 @@ struct batch
     uint64_t sent_ms;             /* when proposed (leader clock) */
     bool applied;
     struct adapter_propose prop;
-    struct arena arena;           /* internal sub-messages */
+    struct tn_arena arena;           /* internal sub-messages */
 };
 
 struct dispatch
@@ -441,7 +381,7 @@ static Tn__LockInfo *lockInfoFromResult(struct dispatch *d,
                                         const char *resource,
                                         const struct fsm_result *res)
 {
-    Tn__LockInfo *li = arenaAlloc(&r->arena, sizeof *li);
+    Tn__LockInfo *li = tnArenaAlloc(&r->arena, sizeof *li);
     if (li == NULL) {
         return NULL;
     }
@@ -456,8 +396,8 @@ static Tn__LockInfo *lockInfoFromResult(struct dispatch *d,
     li->queue_len = res->queue_len;
     li->lock_delay_until_ms = res->lock_delay_until_ms;
     if (res->holder_session != 0) {
-        Tn__Holder *h = arenaAlloc(&r->arena, sizeof *h);
-        Tn__Holder **hs = arenaAlloc(&r->arena, sizeof *hs);
+        Tn__Holder *h = tnArenaAlloc(&r->arena, sizeof *h);
+        Tn__Holder **hs = tnArenaAlloc(&r->arena, sizeof *hs);
         if (h != NULL && hs != NULL) {
             tn__holder__init(h);
             h->session = res->holder_session;
@@ -564,7 +504,7 @@ static void completeResult(struct dispatch *d,
         case TN__REQUEST__BODY_SESSION_OPEN:
         case TN__REQUEST__BODY_SESSION_CLOSE:
         case TN__REQUEST__BODY_KEEPALIVE: {
-            Tn__SessionInfo *si = arenaAlloc(&r->arena, sizeof *si);
+            Tn__SessionInfo *si = tnArenaAlloc(&r->arena, sizeof *si);
             if (si != NULL) {
                 tn__session_info__init(si);
                 si->session = res->session;
@@ -616,7 +556,7 @@ static void batchFree(struct batch *b)
 {
     free(b->cmds);
     free(b->reqs);
-    arenaFree(&b->arena);
+    tnArenaFree(&b->arena);
     free(b);
 }
 
@@ -652,7 +592,7 @@ static Tn__Command *batchAdd(struct dispatch *d, struct dispatch_req *req)
         b->reqs = reqs;
         b->cap = cap;
     }
-    cmd = arenaAlloc(&b->arena, sizeof *cmd);
+    cmd = tnArenaAlloc(&b->arena, sizeof *cmd);
     if (cmd == NULL) {
         return NULL;
     }
@@ -838,37 +778,47 @@ static void appliedHook(void *data,
     }
 }
 
+/* What the watch @req (long-poll or stream) watches: a resource, or a
+ * prefix, and the index after which a change counts (a stream: the index
+ * of its last event). */
+static const char *watchTarget(const struct dispatch_req *req,
+                               uint64_t *after,
+                               bool *prefix)
+{
+    const Tn__Request *rq = req->request;
+    const char *key;
+
+    switch (rq->body_case) {
+        case TN__REQUEST__BODY_GET_LOCK:
+            key = rq->get_lock->resource;
+            *after = rq->get_lock->index;
+            *prefix = false;
+            break;
+        case TN__REQUEST__BODY_LIST_LOCKS:
+            key = rq->list_locks->prefix;
+            *after = rq->list_locks->index;
+            *prefix = true;
+            break;
+        default:
+            key = rq->watch->resource;
+            *after = req->watch_index;
+            *prefix = rq->watch->prefix;
+            break;
+    }
+    return key != NULL ? key : "";
+}
+
 /* Does a change of @resource at @index concern the watch @req? */
 static bool watchHit(const struct dispatch_req *req,
                      const char *resource,
                      size_t len,
                      uint64_t index)
 {
-    const Tn__Request *rq = req->request;
-    const char *w;
     uint64_t after;
     bool prefix;
-    size_t wn;
+    const char *w = watchTarget(req, &after, &prefix);
+    size_t wn = strlen(w);
 
-    switch (rq->body_case) {
-        case TN__REQUEST__BODY_GET_LOCK:
-            w = rq->get_lock->resource;
-            after = rq->get_lock->index;
-            prefix = false;
-            break;
-        case TN__REQUEST__BODY_LIST_LOCKS:
-            w = rq->list_locks->prefix;
-            after = rq->list_locks->index;
-            prefix = true;
-            break;
-        default:
-            w = rq->watch->resource;
-            after = req->watch_index;
-            prefix = rq->watch->prefix;
-            break;
-    }
-    w = w != NULL ? w : "";
-    wn = strlen(w);
     if (index <= after) {
         return false;
     }
@@ -966,24 +916,24 @@ static Tn__LockInfo *lockInfoFromView(struct dispatch *d,
                                       struct reply *r,
                                       const struct fsm_lock_view *v)
 {
-    Tn__LockInfo *li = arenaAlloc(&r->arena, sizeof *li);
+    Tn__LockInfo *li = tnArenaAlloc(&r->arena, sizeof *li);
     if (li == NULL) {
         return NULL;
     }
     tn__lock_info__init(li);
-    li->resource = arenaStrndup(&r->arena, v->resource, v->resource_len);
+    li->resource = tnArenaStrndup(&r->arena, v->resource, v->resource_len);
     li->mode = v->mode;
     li->generation = v->generation;
     li->permits = v->permits;
     li->queue_len = v->queue_len;
     li->lock_delay_until_ms = v->lock_delay_until_ms;
     if (v->n_holders > 0) {
-        li->holders = arenaAlloc(&r->arena, v->n_holders * sizeof *li->holders);
+        li->holders = tnArenaAlloc(&r->arena, v->n_holders * sizeof *li->holders);
         if (li->holders == NULL) {
             return NULL;
         }
         for (uint32_t i = 0; i < v->n_holders; i++) {
-            Tn__Holder *h = arenaAlloc(&r->arena, sizeof *h);
+            Tn__Holder *h = tnArenaAlloc(&r->arena, sizeof *h);
             if (h == NULL) {
                 return NULL;
             }
@@ -1013,7 +963,7 @@ static int lockCollectCb(void *data, const struct fsm_lock_view *v)
     }
     if (c->n == c->cap) {
         size_t cap = c->cap ? c->cap * 2 : 16;
-        Tn__LockInfo **locks = arenaAlloc(&c->r->arena, cap * sizeof *locks);
+        Tn__LockInfo **locks = tnArenaAlloc(&c->r->arena, cap * sizeof *locks);
         if (locks == NULL) {
             return 1;
         }
@@ -1050,7 +1000,7 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
             completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
             return;
         }
-        r->resp.snapshot.data = arenaAlloc(&r->arena, len ? len : 1);
+        r->resp.snapshot.data = tnArenaAlloc(&r->arena, len ? len : 1);
         if (r->resp.snapshot.data == NULL) {
             free(buf);
             replyFree(r);
@@ -1080,7 +1030,7 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
              * the recent-changes table, at least its own last change, so
              * a watch that resumes from it misses nothing. */
             r->resp.index = changedSlotIndex(d, res, strlen(res));
-            li = arenaAlloc(&r->arena, sizeof *li);
+            li = tnArenaAlloc(&r->arena, sizeof *li);
             if (li != NULL) {
                 tn__lock_info__init(li);
                 li->resource = arenaStrdup(&r->arena, res);
@@ -1097,7 +1047,7 @@ static void answerRead(struct dispatch *d, struct dispatch_req *req)
         struct lockCollect c = { .d = d, .r = r };
         const char *prefix;
         uint32_t limit;
-        Tn__LockList *ll = arenaAlloc(&r->arena, sizeof *ll);
+        Tn__LockList *ll = tnArenaAlloc(&r->arena, sizeof *ll);
         if (rq->body_case == TN__REQUEST__BODY_WATCH) {
             prefix = rq->watch->resource;
             limit = rq->watch->limit;
@@ -1146,58 +1096,31 @@ static int prefixChangedCb(void *data, const struct fsm_lock_view *v)
  * index of its last event)? */
 static bool changedSince(struct dispatch *d, const struct dispatch_req *req)
 {
-    const Tn__Request *rq = req->request;
-    const char *key;
     uint64_t after;
     bool prefix;
+    const char *key = watchTarget(req, &after, &prefix);
+    size_t n = strlen(key);
+    struct fsm_lock_view v;
 
-    switch (rq->body_case) {
-        case TN__REQUEST__BODY_GET_LOCK:
-            key = rq->get_lock->resource;
-            after = rq->get_lock->index;
-            prefix = false;
-            break;
-        case TN__REQUEST__BODY_LIST_LOCKS:
-            key = rq->list_locks->prefix;
-            after = rq->list_locks->index;
-            prefix = true;
-            break;
-        default:
-            key = rq->watch->resource;
-            after = req->watch_index;
-            prefix = rq->watch->prefix;
-            break;
+    if (!prefix) {
+        /* A freed resource is forgotten by the FSM and its slot in the
+         * table of recent changes may have been taken by another one
+         * since: the slot's latest change counts (a watch may wake early,
+         * never late). */
+        uint64_t mod = fsmLockGet(d->fsm, key, n, &v)
+                           ? v.modified_index
+                           : changedSlotIndex(d, key, n);
+        return mod > after;
     }
-    key = key != NULL ? key : "";
-    if (rq->body_case == TN__REQUEST__BODY_WATCH) {
+    if (req->request->body_case == TN__REQUEST__BODY_WATCH) {
         /* A stream must never miss its latest state, so it errs towards
          * "changed" (an extra event repeats the state, which is harmless):
-         * a freed resource is forgotten by the FSM and its slot in the
-         * table of recent changes may have been taken by another one
-         * since; and a prefix cannot tell which forgotten resources it
-         * covered, so anything applied after @after counts. */
-        struct fsm_lock_view v;
-        size_t n = strlen(key);
-        if (prefix) {
-            return fsmIndex(d->fsm) > after;
-        }
-        if (fsmLockGet(d->fsm, key, n, &v)) {
-            return v.modified_index > after;
-        }
-        return changedSlotIndex(d, key, n) > after;
-    }
-    if (!prefix) {
-        /* As for streams: a forgotten resource's slot may have been taken
-         * by another one since, so the slot's latest change counts (a
-         * long-poll may wake early, never late). */
-        struct fsm_lock_view v;
-        uint64_t mod = fsmLockGet(d->fsm, key, strlen(key), &v)
-                           ? v.modified_index
-                           : changedSlotIndex(d, key, strlen(key));
-        return mod > after;
+         * a prefix cannot tell which forgotten resources it covered, so
+         * anything applied after @after counts. */
+        return fsmIndex(d->fsm) > after;
     } else {
         uint64_t index = after;
-        fsmLockForEach(d->fsm, key, strlen(key), prefixChangedCb, &index);
+        fsmLockForEach(d->fsm, key, n, prefixChangedCb, &index);
         return index == UINT64_MAX;
     }
 }
@@ -1351,7 +1274,7 @@ static void answerCluster(struct dispatch *d, struct dispatch_req *req)
         return;
     }
     r->resp.id = req->request->id;
-    ci = arenaAlloc(&r->arena, sizeof *ci);
+    ci = tnArenaAlloc(&r->arena, sizeof *ci);
     if (ci == NULL) {
         replyFree(r);
         completeStatus(d, req, TN__STATUS__INTERNAL, "out of memory");
@@ -1376,10 +1299,10 @@ static void answerCluster(struct dispatch *d, struct dispatch_req *req)
     if (n > 16) {
         n = 16;
     }
-    ci->members = arenaAlloc(&r->arena, (n ? n : 1) * sizeof *ci->members);
+    ci->members = tnArenaAlloc(&r->arena, (n ? n : 1) * sizeof *ci->members);
     if (ci->members != NULL) {
         for (unsigned i = 0; i < n; i++) {
-            Tn__Member *m = arenaAlloc(&r->arena, sizeof *m);
+            Tn__Member *m = tnArenaAlloc(&r->arena, sizeof *m);
             if (m == NULL) {
                 break;
             }
@@ -2098,10 +2021,10 @@ static void registerSelf(struct dispatch *d)
     if (cmd == NULL) {
         return;
     }
-    m = arenaAlloc(&d->open->arena, sizeof *m);
+    m = tnArenaAlloc(&d->open->arena, sizeof *m);
     if (m == NULL) {
         cmd->body_case = TN__COMMAND__BODY_TICK;
-        cmd->tick = arenaAlloc(&d->open->arena, sizeof *cmd->tick);
+        cmd->tick = tnArenaAlloc(&d->open->arena, sizeof *cmd->tick);
         return;
     }
     tn__member_info__init(m);
@@ -2374,10 +2297,10 @@ static void timerCb(uv_timer_t *t)
             if (cmd == NULL) {
                 break;
             }
-            e = arenaAlloc(&d->open->arena, sizeof *e);
+            e = tnArenaAlloc(&d->open->arena, sizeof *e);
             if (e == NULL) {
                 cmd->body_case = TN__COMMAND__BODY_TICK;
-                cmd->tick = arenaAlloc(&d->open->arena, sizeof *cmd->tick);
+                cmd->tick = tnArenaAlloc(&d->open->arena, sizeof *cmd->tick);
                 break;
             }
             tn__session_expire__init(e);
@@ -2395,7 +2318,7 @@ static void timerCb(uv_timer_t *t)
         if (!d->tick_busy && fsmNextDeadline(d->fsm) <= realMs()) {
             Tn__Command *cmd = batchAdd(d, NULL);
             if (cmd != NULL) {
-                Tn__Tick *tick = arenaAlloc(&d->open->arena, sizeof *tick);
+                Tn__Tick *tick = tnArenaAlloc(&d->open->arena, sizeof *tick);
                 if (tick != NULL) {
                     tn__tick__init(tick);
                     cmd->body_case = TN__COMMAND__BODY_TICK;
