@@ -55,6 +55,7 @@ struct dispatch_stats
     uint64_t leader_changes;
     uint64_t keepalives;
     uint64_t expiries_proposed;
+    uint64_t parked;            /* queued acquires that waited for a ride */
     unsigned outstanding;
     unsigned sessions_tracked;
 };

@@ -330,6 +330,8 @@ void metricsRender(const struct metrics *m,
     gauge(&o, "tenure_expiries_proposed_total", "counter",
           "Session expiries proposed by this node as leader.",
           g->expiries_proposed);
+    gauge(&o, "tenure_acquires_parked_total", "counter",
+          "Queued acquires held back to ride in the next entry.", g->parked);
     gauge(&o, "tenure_leases_tracked", "gauge",
           "Session deadlines kept by this node (leader only).",
           g->leases_tracked);

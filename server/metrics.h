@@ -94,6 +94,7 @@ struct metrics_gauges
     uint64_t commands;
     uint64_t forwarded;
     uint64_t expiries_proposed;
+    uint64_t parked;
     uint64_t leases_tracked;
 };
 typedef void (*metrics_emit_fn)(void *ctx, const char *text, size_t len);

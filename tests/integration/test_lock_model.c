@@ -1245,12 +1245,69 @@ static void test_wait_longer_than_ttl(void **state)
     S->completed++;
 }
 
+/* A queued acquire on a lock another session holds is parked on the
+ * leader until the next entry or timer tick (tenure_acquires_parked_total):
+ * alone, it still joins the queue within a tick; queued behind it, a second
+ * one keeps its place; the release grants them in order. An acquire on a
+ * free lock is never parked. */
+static void test_parked_acquire(void **state)
+{
+    const char *res = "model/parked";
+    const char *free_res = "model/parked-free";
+    struct bg w[2];
+    uint64_t th;
+    uint64_t t;
+    uint64_t parked;
+    uint64_t start;
+    (void)state;
+
+    parked = metric(leader(), "tenure_acquires_parked_total");
+    t = acquire(follower(), free_res,
+                "{\"holder\":\"f\",\"ttl_ms\":20000,\"wait_ms\":5000}");
+    assert_int_equal(metric(leader(), "tenure_acquires_parked_total"),
+                     parked);
+    release(leader(), free_res, t);
+
+    th = acquire(leader(), res, "{\"holder\":\"h\",\"ttl_ms\":20000}");
+    for (int k = 0; k < 2; k++) {
+        char body[96];
+        snprintf(body, sizeof body,
+                 "{\"holder\":\"p%d\",\"ttl_ms\":20000,\"wait_ms\":15000}",
+                 k);
+        start = monoMs();
+        bgAcquire(&w[k], k ? leader() : follower(), res, body);
+        waitQueue(res, (uint64_t)k + 1);
+        /* The 10 ms tick proposes it; 2 s leaves room for a slow machine,
+         * and without the tick it would sit parked for ever. */
+        if (monoMs() - start > 2000) {
+            fail_msg("a parked acquire joined the queue after %" PRIu64
+                     " ms", monoMs() - start);
+        }
+        assert_int_equal(metric(leader(), "tenure_acquires_parked_total"),
+                         parked + (uint64_t)k + 1);
+    }
+    release(follower(), res, th);
+    bgJoin(&w[0]);
+    if (w[0].status != 201) {
+        fail_msg("first parked waiter: %d %s", w[0].status, w[0].text);
+    }
+    assert_true(w[0].token > th);
+    release(leader(), res, w[0].token);
+    bgJoin(&w[1]);
+    if (w[1].status != 201) {
+        fail_msg("second parked waiter: %d %s", w[1].status, w[1].text);
+    }
+    assert_true(w[1].token > w[0].token);
+    release(leader(), res, w[1].token);
+    sameLeader();
+}
+
 /* Last: a quiet teardown only when every test above ran to its end (else
  * the node logs are dumped for the failures above). */
 static void test_all_passed(void **state)
 {
     (void)state;
-    if (S->completed == 11) {
+    if (S->completed == 12) {
         clusterPassed(&S->cluster);
     }
 }
@@ -1270,6 +1327,7 @@ int main(void)
         cmocka_unit_test(test_abandoned_waiter_withdrawn),
         cmocka_unit_test(test_valid_for_honoured_in_session),
         cmocka_unit_test(test_wait_longer_than_ttl),
+        cmocka_unit_test(test_parked_acquire),
         cmocka_unit_test(test_all_passed),
     };
     return cmocka_run_group_tests(tests, groupSetUp, groupTearDown);
