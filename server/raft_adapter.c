@@ -12,6 +12,7 @@
 
 #include "command.h"
 #include "lib/log.h"
+#include "segment_fill.h"
 
 #if RAFT_VERSION_NUMBER < 2201
 #error "tenure needs libraft >= 0.22.1 (bookworm-backports); 0.15.0 loses data"
@@ -464,6 +465,10 @@ int adapterStart(struct adapter **out,
     /* With auto-recovery on, a corrupt segment is silently renamed away and
      * committed entries can be lost. Off, the node refuses to start. */
     raft_uv_set_auto_recovery(&a->io, false);
+    if (!segmentFillActive()) {
+        tnWarnf("\"log segments are not zero-filled: libraft's "
+                "posix_fallocate is not the daemon's\"");
+    }
     a->io_append = a->io.append;
     a->io.append = ioAppend;
     a->io_truncate = a->io.truncate;
