@@ -89,21 +89,26 @@ struct adapterRequest
  * submitted as soon as that call returns, after the messages: every commit
  * starts its follower round trip one io_submit (10-20 us) earlier. Order is
  * kept: a held-back write is submitted before anything else reaches the
- * log (a truncate, or a write past the few held back). */
-static int ioFlushAppends(struct adapter *a)
+ * log (a truncate, or a write past the few held back).
+ *
+ * raft was told that a held-back write was accepted, so one that cannot
+ * even be submitted (out of memory, or the I/O layer already failed) is
+ * the same fail-stop as raft_apply failing past its I/O stage: its
+ * callback would never come, and the writes after it would leave a gap. */
+static void ioFlushAppends(struct adapter *a)
 {
     unsigned n = a->n_deferred;
-    int rv = 0;
 
     a->n_deferred = 0;
     for (unsigned i = 0; i < n; i++) {
         struct adapterAppend *d = &a->deferred[i];
-        int r = a->io_append(&a->io, d->req, d->entries, d->n, d->cb);
-        if (r != 0 && rv == 0) {
-            rv = r;
+        int rv = a->io_append(&a->io, d->req, d->entries, d->n, d->cb);
+        if (rv != 0) {
+            tnErrorf("\"log write failed; stopping\" error=\"%s\"",
+                     raft_strerror(rv));
+            abort();
         }
     }
-    return rv;
 }
 
 static int ioAppend(struct raft_io *io,
@@ -119,41 +124,22 @@ static int ioAppend(struct raft_io *io,
             (struct adapterAppend){req, entries, n, cb};
         return 0;
     }
-    if (a->n_deferred > 0) {
-        int rv = ioFlushAppends(a);
-        if (rv != 0) {
-            return rv;
-        }
-    }
+    ioFlushAppends(a);
     return a->io_append(io, req, entries, n, cb);
 }
 
 static int ioTruncate(struct raft_io *io, raft_index index)
 {
     struct adapter *a = ADAPTER_OF_IO(io);
-    if (a->n_deferred > 0) {
-        int rv = ioFlushAppends(a);
-        if (rv != 0) {
-            return rv;
-        }
-    }
+    ioFlushAppends(a);
     return a->io_truncate(io, index);
 }
 
-/* Ends a held-back window opened around raft_apply / raft_barrier. The
- * call itself succeeded, so raft counts on the write: one that cannot even
- * be submitted (out of memory, or the I/O layer already failed) is the
- * same fail-stop as raft_apply failing past its I/O stage. */
+/* Ends the held-back window opened around raft_apply / raft_barrier. */
 static void ioEndDefer(struct adapter *a)
 {
-    int rv;
     a->defer_appends = false;
-    rv = ioFlushAppends(a);
-    if (rv != 0) {
-        tnErrorf("\"log write failed; stopping\" error=\"%s\"",
-                 raft_strerror(rv));
-        abort();
-    }
+    ioFlushAppends(a);
 }
 
 /* ------------------------------------------------------------ transport */
