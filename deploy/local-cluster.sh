@@ -259,6 +259,18 @@ find_leader() {
     return 0
 }
 
+# True when every running node names leader $1 and knows its HTTP
+# address: until then a follower answers 503 instead of forwarding.
+all_know_leader() {
+    for n in $(all_nodes); do
+        [ -n "$(running_pid "$n")" ] || continue
+        j=$(cluster_json "$n")
+        [ "$(json_field leader_id "$j")" = "$1" ] || return 1
+        [ -n "$(json_field leader_http "$j")" ] || return 1
+    done
+    return 0
+}
+
 show_log_tail() {
     log=$(node_dir "$1")/tenured.log
     echo "--- last lines of $log:" >&2
@@ -381,9 +393,9 @@ cmd_start() {
         # shellcheck disable=SC2086
         check_alive $started
         leader=$(find_leader)
-        [ -n "$leader" ] && break
+        [ -n "$leader" ] && all_know_leader "$leader" && break
         if [ "$tries" -le 0 ]; then
-            echo "$PROG: no leader after ${START_TIMEOUT}s" >&2
+            echo "$PROG: no leader known to every node after ${START_TIMEOUT}s" >&2
             node_table >&2
             for n in $(all_nodes); do
                 show_log_tail "$n"

@@ -179,6 +179,7 @@ struct dispatch
     tn_queue confirm;             /* keepalives waiting for a confirmation */
     bool tick_busy;
     uint64_t member_check_ms;
+    bool member_retry;            /* no ready leader at the last check */
 
     uv_idle_t idle;
     uv_timer_t timer;
@@ -2162,6 +2163,24 @@ static void registerViaLeader(struct dispatch *d)
     memberInfoSubmit(d, false);
 }
 
+/* Make sure the cluster knows this node's addresses (a no-op once it
+ * does). Returns false when there is no ready leader to tell yet: the
+ * timer then tries again at its next tick instead of a second later, so
+ * that a starting cluster forwards requests and lists its members as soon
+ * as it has a leader. */
+static bool registerMember(struct dispatch *d)
+{
+    if (d->is_leader && d->ready) {
+        registerSelf(d);
+        return true;
+    }
+    if (!d->is_leader && adapterLeader(d->adapter, NULL) != 0) {
+        registerViaLeader(d);
+        return true;
+    }
+    return false;
+}
+
 static int resetLeaseCb(void *data, const struct fsm_session_view *s)
 {
     struct dispatch *d = data;
@@ -2207,6 +2226,9 @@ static void changedHook(void *data)
     if (d->closing) {
         return;
     }
+    /* A new leader or term: tell it this node's addresses at the next tick
+     * (nothing is sent if the cluster already has them). */
+    d->member_retry = true;
     if (leader && (!d->is_leader || term != d->leader_term)) {
         int rv;
         d->is_leader = true;
@@ -2409,11 +2431,9 @@ static void timerCb(uv_timer_t *t)
         if (d->disk_low) {
             diskReport(d, now);
         }
-        if (d->is_leader && d->ready) {
-            registerSelf(d);
-        } else if (!d->is_leader && adapterLeader(d->adapter, NULL) != 0) {
-            registerViaLeader(d);
-        }
+        d->member_retry = !registerMember(d);
+    } else if (d->member_retry) {
+        d->member_retry = !registerMember(d);
     }
 }
 
@@ -2459,7 +2479,7 @@ int dispatchInit(struct dispatch **out,
     d->fsm = fsm;
     d->cfg = *config;
     if (d->cfg.max_outstanding == 0) {
-        d->cfg.max_outstanding = 64;
+        d->cfg.max_outstanding = 1;
     }
     if (d->cfg.max_batch == 0) {
         d->cfg.max_batch = 4096;

@@ -24,7 +24,7 @@ struct dispatch_config
     const char *raft_address;
     const char *rpc_address;
     const char *http_address;
-    unsigned max_outstanding;   /* raft applies in flight (default 64) */
+    unsigned max_outstanding;   /* raft applies in flight (default 1) */
     unsigned max_batch;         /* commands per entry (default 4096) */
     size_t max_frame;           /* forwarder frame limit */
     unsigned watch_progress_ms; /* stream silence before a progress event

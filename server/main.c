@@ -40,7 +40,7 @@ static const char usage[] =
     "                     cluster refuses new writes (default 64 MiB).\n"
     "  --max-inflight     Raft entries the leader keeps proposed but not yet\n"
     "                     applied; what arrives meanwhile waits and shares\n"
-    "                     the next entry (default 64).\n";
+    "                     the next entry (default 1).\n";
 
 struct settings
 {
