@@ -266,7 +266,9 @@ all_know_leader() {
         [ -n "$(running_pid "$n")" ] || continue
         j=$(cluster_json "$n")
         [ "$(json_field leader_id "$j")" = "$1" ] || return 1
-        [ -n "$(json_field leader_http "$j")" ] || return 1
+        case $(json_field leader_http "$j") in
+            "" | null) return 1 ;;
+        esac
     done
     return 0
 }

@@ -568,9 +568,11 @@ static void batchFree(struct batch *b)
  * until the next command that is proposed anyway, and rides in that
  * command's batch, ahead of it; or until the next timer tick (10 ms).
  * Every command that can free the lock (release, close, expiry, tick)
- * goes through batchAdd and takes the parked ones along, so a parked
- * acquire waits alone only while nothing else happens, when it would wait
- * in the queue anyway. Under contention this saves the followers one disk
+ * goes through batchAdd and takes the parked ones along, and an entry that
+ * was already in flight and freed the lock unparks them when it is applied
+ * (unparkIfFreed), so a parked acquire waits alone only while nothing else
+ * happens, when it would wait in the queue anyway. Under contention this
+ * saves the followers one disk
  * write per hand-off: the releaser's next acquire no longer becomes an
  * entry written just before the next release. */
 static void batchUnpark(struct dispatch *d)
@@ -606,7 +608,6 @@ static Tn__Command *batchAdd(struct dispatch *d,
             return NULL;
         }
         b = d->parked;
-        d->stats.parked++;
     } else {
         batchUnpark(d);
         b = d->open;
@@ -649,6 +650,8 @@ static Tn__Command *batchAdd(struct dispatch *d,
     }
     if (b != d->parked) {
         scheduleIdle(d);
+    } else {
+        d->stats.parked++;
     }
     return cmd;
 }
@@ -743,6 +746,26 @@ static void flushBatches(struct dispatch *d)
     }
 }
 
+static bool acquireOnlyQueues(struct dispatch *d, const Tn__Request *rq);
+
+/* The entry just applied may have freed a lock a parked acquire waits for
+ * (its release was in flight when the acquire arrived): then the parked
+ * batch goes now, not at the next tick. */
+static void unparkIfFreed(struct dispatch *d)
+{
+    struct batch *p = d->parked;
+    if (p == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->reqs[i] != NULL &&
+            !acquireOnlyQueues(d, p->reqs[i]->request)) {
+            batchUnpark(d);
+            return;
+        }
+    }
+}
+
 static void proposeCb(struct adapter_propose *prop, int status)
 {
     struct batch *b = prop->data;
@@ -761,6 +784,7 @@ static void proposeCb(struct adapter_propose *prop, int status)
     }
     batchFree(b);
     if (!d->closing) {
+        unparkIfFreed(d);
         flushBatches(d);
     }
 }
@@ -2170,11 +2194,20 @@ static void registerViaLeader(struct dispatch *d)
  * as it has a leader. */
 static bool registerMember(struct dispatch *d)
 {
+    uint64_t leader;
+    const char *rpc = NULL;
+    const char *http = NULL;
+
     if (d->is_leader && d->ready) {
         registerSelf(d);
         return true;
     }
-    if (!d->is_leader && adapterLeader(d->adapter, NULL) != 0) {
+    leader = d->is_leader ? 0 : adapterLeader(d->adapter, NULL);
+    /* A follower relays through the leader's address, which it learns
+     * from the leader's own registration: until then a relay would only
+     * come back NOT_LEADER. */
+    if (leader != 0 && fsmMemberGet(d->fsm, leader, &rpc, &http) &&
+        rpc != NULL && rpc[0] != '\0') {
         registerViaLeader(d);
         return true;
     }
@@ -2213,6 +2246,7 @@ static void startBarrierCb(struct adapter_propose *prop, int status)
     tnInfof("\"leader ready\" sessions=%zu index=%llu",
             leasesCount(&d->leases), (unsigned long long)fsmIndex(d->fsm));
     registerSelf(d);
+    d->member_retry = false; /* just done */
     processNotReady(d);
     scheduleIdle(d);
 }

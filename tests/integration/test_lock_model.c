@@ -1283,8 +1283,15 @@ static void test_parked_acquire(void **state)
             fail_msg("a parked acquire joined the queue after %" PRIu64
                      " ms", monoMs() - start);
         }
-        assert_int_equal(metric(leader(), "tenure_acquires_parked_total"),
-                         parked + (uint64_t)k + 1);
+    }
+    /* Each was parked, unless it arrived while another command (an expiry,
+     * a tick) was about to be proposed anyway: at least one of the two. */
+    {
+        uint64_t now = metric(leader(), "tenure_acquires_parked_total");
+        if (now < parked + 1 || now > parked + 2) {
+            fail_msg("parked acquires: %" PRIu64 " for 2 queued waiters",
+                     now - parked);
+        }
     }
     release(follower(), res, th);
     bgJoin(&w[0]);
@@ -1307,7 +1314,7 @@ static void test_parked_acquire(void **state)
 static void test_all_passed(void **state)
 {
     (void)state;
-    if (S->completed == 12) {
+    if (S->completed == 13) {
         clusterPassed(&S->cluster);
     }
 }
