@@ -572,9 +572,9 @@ static void batchFree(struct batch *b)
  * was already in flight and freed the lock unparks them when it is applied
  * (unparkIfFreed), so a parked acquire waits alone only while nothing else
  * happens, when it would wait in the queue anyway. Under contention this
- * saves the followers one disk
- * write per hand-off: the releaser's next acquire no longer becomes an
- * entry written just before the next release. */
+ * saves the followers one disk write per hand-off: the releaser's next
+ * acquire no longer becomes an entry written just before the next
+ * release. */
 static void batchUnpark(struct dispatch *d)
 {
     struct batch *p = d->parked;
