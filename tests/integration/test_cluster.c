@@ -10,16 +10,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <linux/fiemap.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "lib/cluster.h"
+#include "lib/extents.h"
 #include "lib/http.h"
 #include "tenure.h"
 
@@ -273,37 +271,18 @@ static void test_lock_survives_leader_kill_and_restart(void **state)
     clusterPassed(&f->cluster);
 }
 
-/* Extents of @path (up to 64): how many, and how many are unwritten;
- * -1 if the file system cannot tell (no FIEMAP). */
+/* fileExtents of the file at @path. */
 static int extents(const char *path, int *unwritten)
 {
-    struct
-    {
-        struct fiemap m;
-        struct fiemap_extent e[64];
-    } buf;
     int fd = open(path, O_RDONLY);
-    int rv;
+    int n;
 
-    *unwritten = 0;
     if (fd < 0) {
         fail_msg("open %s: %s", path, strerror(errno));
     }
-    memset(&buf, 0, sizeof buf);
-    buf.m.fm_length = FIEMAP_MAX_OFFSET;
-    buf.m.fm_flags = FIEMAP_FLAG_SYNC;
-    buf.m.fm_extent_count = 64;
-    rv = ioctl(fd, FS_IOC_FIEMAP, &buf.m);
+    n = fileExtents(fd, unwritten);
     close(fd);
-    if (rv != 0) {
-        return -1;
-    }
-    for (unsigned i = 0; i < buf.m.fm_mapped_extents; i++) {
-        if (buf.e[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) {
-            (*unwritten)++;
-        }
-    }
-    return (int)buf.m.fm_mapped_extents;
+    return n;
 }
 
 /* One look at @dir's open segments: 1 when every one is written (no

@@ -7,16 +7,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/fiemap.h>
-#include <linux/fs.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "lib/extents.h"
 #include "segment_fill.h"
 
 #define SIZE (1 << 20)
@@ -67,26 +65,12 @@ static int openIn(struct fixture *f, const char *name)
     return fd;
 }
 
-/* Unwritten extents of @fd (FIEMAP); the number of extents in @n. */
+/* Unwritten extents of @fd; the number of extents in @n. */
 static int unwrittenExtents(int fd, int *n)
 {
-    struct
-    {
-        struct fiemap m;
-        struct fiemap_extent e[64];
-    } buf;
-    int u = 0;
-    memset(&buf, 0, sizeof buf);
-    buf.m.fm_length = FIEMAP_MAX_OFFSET;
-    buf.m.fm_flags = FIEMAP_FLAG_SYNC;
-    buf.m.fm_extent_count = 64;
-    assert_int_equal(ioctl(fd, FS_IOC_FIEMAP, &buf.m), 0);
-    for (unsigned i = 0; i < buf.m.fm_mapped_extents; i++) {
-        if (buf.e[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) {
-            u++;
-        }
-    }
-    *n = (int)buf.m.fm_mapped_extents;
+    int u;
+    *n = fileExtents(fd, &u);
+    assert_true(*n >= 0);
     return u;
 }
 
