@@ -169,6 +169,7 @@ struct call
     struct call *next;  /* wait queue */
     bool once;          /* no retries: a failure completes the call */
     int fail_status;    /* once: why it failed */
+    uint64_t t_cycle;   /* the workload's own mark (cycle start, ns) */
 };
 
 void rconnInit(struct rconn *c, const char *addr, uint32_t cap);

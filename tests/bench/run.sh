@@ -38,6 +38,7 @@ case $WORKLOAD in
         # Each on its own fresh cluster; extra arguments go to every run.
         sh "$0" http-cycle --clients 64 --duration 10 "$@"
         sh "$0" rpc-cycle --clients 64 --duration 10 "$@"
+        sh "$0" rpc-cycle --clients 64 --requeue-early --duration 10 "$@"
         sh "$0" rpc-cycle --clients 64 --conns 8 --duration 10 "$@"
         sh "$0" contend --clients 16 --duration 10 "$@"
         sh "$0" contend --clients 16 --requeue-early --duration 10 "$@"
@@ -140,6 +141,7 @@ if [ "$WORKLOAD" = smoke ]; then
     # catch planted violations.
     "$TNBENCH" --self-test
     bench --workload rpc-cycle --clients 16 --warmup 0 --max-ops 300 --duration 5 --quiet "$@"
+    bench --workload rpc-cycle --clients 16 --requeue-early --warmup 0 --max-ops 300 --duration 5 --quiet "$@"
     bench --workload http-cycle --clients 16 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
     bench --workload contend --clients 8 --warmup 0 --max-ops 200 --duration 5 --quiet "$@"
     bench --workload contend --clients 8 --conns 2 --requeue-early --warmup 0 --max-ops 200 --duration 5 --quiet "$@"

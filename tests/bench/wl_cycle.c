@@ -47,7 +47,6 @@ struct rcl
     bool holding;
     bool release_unknown; /* the last release did not succeed */
     bool next_pending;    /* requeue-early: rclNext once a call is free */
-    uint64_t t_cycle;
     bool finished;
 };
 
@@ -228,7 +227,7 @@ static void relDone(struct call *k, int status, const Tn__Response *r)
     cl->release_unknown = status != TN__STATUS__OK;
     if (status == TN__STATUS__OK) {
         benchOp(cf.slot_rel, k->t_first, now);
-        benchOp(cf.slot_cycle, cl->t_cycle, now);
+        benchOp(cf.slot_cycle, k->t_cycle, now);
     } else {
         benchError(status);
         if (status == TN__STATUS__LEASE_EXPIRED ||
@@ -265,7 +264,7 @@ static void acqDone(struct call *k, int status, const Tn__Response *r);
 /* Send an acquire on @k. */
 static void rclAcquireOn(struct rcl *cl, struct call *k, bool once)
 {
-    cl->t_cycle = nowNs();
+    k->t_cycle = nowNs();
     k->done = acqDone;
     callAcquire(k, cl->session, cl->res, cf.wait_ms);
     k->once = once;
@@ -404,6 +403,7 @@ int wlRpcCycle(void)
         .slot_cycle = 0,
         .slot_acq = 1,
         .slot_rel = 2,
+        .requeue_early = B->requeue_early,
     };
     B->op_names[0] = "cycle";
     B->op_names[1] = "acquire";
