@@ -10,6 +10,7 @@
 #include <raft.h>
 #include <raft/uv.h>
 
+#include "aio_reap.h"
 #include "command.h"
 #include "lib/log.h"
 #include "segment_fill.h"
@@ -521,6 +522,16 @@ int adapterStart(struct adapter **out,
                  raft_errmsg(&a->raft), raft_strerror(rv));
         goto err_after_raft;
     }
+    /* Closed segments' AIO contexts are destroyed off the loop from now
+     * until adapterClose (aio_reap.c). */
+    if (!aioReapBound()) {
+        tnWarnf("\"log writers are destroyed on the loop: libraft's "
+                "syscall is not the daemon's\"");
+    } else if ((rv = aioReapStart()) != 0) {
+        tnWarnf("\"log writers are destroyed on the loop\" error=\"%s\"",
+                strerror(rv));
+        rv = 0;
+    }
 
     uv_prepare_init(loop, &a->poll);
     a->poll.data = a;
@@ -569,6 +580,7 @@ void adapterClose(struct adapter *a, void (*cb)(void *data), void *data)
     a->closing = true;
     a->close_cb = cb;
     a->close_data = data;
+    aioReapStop(); /* writes may be in flight from here on */
     removeAbort(a);
     uv_prepare_stop(&a->poll);
     raft_close(&a->raft, raftCloseCb);

@@ -12,7 +12,14 @@
  * overwrite written blocks. PostgreSQL zero-fills its WAL segments
  * (wal_init_zero) for the same reason. It runs in libraft's thread pool,
  * once per segment (8 MiB), never on the loop. Any other file (a snapshot,
- * say) or file system just gets the space reserved, as with glibc. */
+ * say) or file system just gets the space reserved, as with glibc.
+ *
+ * The zeros reach the disk 256 KiB at a time (each chunk written back and
+ * waited for before the next), then one fdatasync: every node starts a new
+ * segment at the same entry, and three 8 MiB write-backs at once held the
+ * log's appends behind them (the worst acquire of a lockbench run at a
+ * segment switch: 18-31 ms with one write-back per segment, 5-9 ms in
+ * chunks; 8 MiB and one fdatasync take 15 ms here). */
 #define _GNU_SOURCE
 #include "segment_fill.h"
 
@@ -29,10 +36,10 @@
 #define EXT4_MAGIC 0xEF53
 #define XFS_MAGIC 0x58465342
 
-/* 1 MiB of zeros, aligned for a descriptor opened with O_DIRECT. Not
+/* One chunk of zeros, aligned for a descriptor opened with O_DIRECT. Not
  * const: in .bss it costs no file size, and pages only read map the
  * kernel's zero page. */
-static _Alignas(4096) char zeros[1 << 20];
+static _Alignas(4096) char zeros[256 * 1024];
 
 /* A libraft segment being prepared ("open-N") on a file system whose
  * preallocation leaves unwritten extents. */
@@ -76,6 +83,15 @@ static int fillZeros(int fd, off_t offset, off_t end)
         }
         if (w == 0) {
             return EIO;
+        }
+        /* Written back before the next chunk: at most one chunk queued
+         * ahead of the log's appends. Only pacing: the fdatasync below
+         * makes the zeros durable and reports any write error. */
+        while (sync_file_range(fd, offset, w,
+                               SYNC_FILE_RANGE_WAIT_BEFORE |
+                                   SYNC_FILE_RANGE_WRITE |
+                                   SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
+               errno == EINTR) {
         }
         offset += w;
     }

@@ -326,6 +326,23 @@ static int segmentsWritten(const char *dir, char *why, size_t why_len)
  * (server/segment_fill.c): this fails if libraft's posix_fallocate does
  * not bind to the daemon's. A segment libraft is still preparing in the
  * background can be caught half-filled: looked at again for up to 5 s. */
+/* Whether the file at @path contains @needle. */
+static bool fileContains(const char *path, const char *needle)
+{
+    char buf[1 << 16];
+    size_t n;
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    return strstr(buf, needle) != NULL;
+}
+
+/* The daemon's posix_fallocate and syscall are the ones libraft calls
+ * (zero-filled segments, closed segments' AIO contexts destroyed off the
+ * loop): the daemon says so at start when they are not. Then the open
+ * segments are written blocks, not unwritten extents. */
 static void test_log_segments_zero_filled(void **state)
 {
     struct fixture *f = *state;
@@ -343,6 +360,12 @@ static void test_log_segments_zero_filled(void **state)
                      TN_OK);
     assert_int_equal(tn_lock_release(l), TN_OK);
     tn_lock_free(l);
+    for (int i = 0; i < 3; i++) {
+        const char *log = f->cluster.nodes[i].log_path;
+        assert_true(fileContains(log, "node started"));
+        assert_false(fileContains(log, "log segments are not zero-filled"));
+        assert_false(fileContains(log, "log writers are destroyed on the loop"));
+    }
     dir = f->cluster.nodes[0].data_dir;
     end = nowMs() + 5000;
     while ((rv = segmentsWritten(dir, why, sizeof why)) == 0 &&
