@@ -71,6 +71,13 @@ static syscall_fn nextSyscall(void)
     return fn;
 }
 
+/* Resolved before main, so that syscall() never calls dlsym later (a
+ * signal handler may call it). */
+__attribute__((constructor)) static void resolveSyscall(void)
+{
+    nextSyscall();
+}
+
 static long
 forward(long number, long a1, long a2, long a3, long a4, long a5, long a6)
 {
