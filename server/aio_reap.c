@@ -5,9 +5,9 @@
  * 8 MiB of log). io_destroy waits for an RCU grace period: 40-60 ms on this
  * project's machine under load, during which the node's loop stands still.
  * Every node closes a segment at the same entry, so the whole cluster stood
- * still at once: at each segment switch no acquire completed for 45-64 ms
- * (lockbench, the worst latency of the run; the same with the log on tmpfs,
- * so not the disk).
+ * still at once: the acquire at a segment switch was the worst of every
+ * lockbench run, 35-64 ms (the same with the log on tmpfs, so not the
+ * disk; 5-6 ms there with this module).
  *
  * libraft reaches the kernel through glibc's syscall() (its io_* wrappers
  * are internal), so the daemon defines and exports syscall(): every call

@@ -18,7 +18,7 @@
  * waited for before the next), then one fdatasync: every node starts a new
  * segment at the same entry, and three 8 MiB write-backs at once held the
  * log's appends behind them (the worst acquire of a lockbench run at a
- * segment switch: 18-31 ms with one write-back per segment, 5-9 ms in
+ * segment switch: 18-31 ms with one write-back per segment, 5-13 ms in
  * chunks; 8 MiB and one fdatasync take 15 ms here). */
 #define _GNU_SOURCE
 #include "segment_fill.h"
