@@ -23,11 +23,17 @@
  * is full or the thread is not running, io_destroy runs in place, as
  * before. Same idea as segment_fill.c's posix_fallocate.
  *
+ * The safety argument rests on libraft's internals as of 0.22.1, so the
+ * deferral is only switched on when built against that version
+ * (aioReapStart's caller checks RAFT_VERSION_NUMBER).
+ *
  * This file must not include <unistd.h>: it declares syscall() variadic,
- * and the definition here takes the six argument registers by name. On
- * x86-64 and arm64 Linux a variadic call passes its integer arguments
- * exactly as a call to this prototype expects them, which is how glibc's
- * own syscall() reads them. */
+ * and the definition here names its seven integer arguments. On x86-64 and
+ * arm64 Linux a variadic call passes integer arguments exactly as a call to
+ * this prototype expects them (x86-64: six in registers, the seventh on
+ * the stack, where glibc's own syscall() reads it too; with fewer
+ * arguments that slot is still the caller's mapped frame, and the compiler
+ * may store the value it read back into it). */
 #define _GNU_SOURCE
 #include "aio_reap.h"
 
@@ -41,7 +47,9 @@ long syscall(long number, long a1, long a2, long a3, long a4, long a5, long a6);
 
 typedef long (*syscall_fn)(long number, ...);
 
-#define REAP_QUEUE 64
+/* Queued contexts still count against fs.aio-max-nr until destroyed; one
+ * is queued per closed segment, so a short queue is plenty. */
+#define REAP_QUEUE 16
 
 static struct
 {
@@ -60,6 +68,7 @@ static struct
 static _Atomic(syscall_fn) realSyscall;
 static _Atomic uint64_t nDeferred;
 static _Atomic uint64_t nDestroyed;
+static _Atomic uint64_t nFailed;
 
 static syscall_fn nextSyscall(void)
 {
@@ -101,8 +110,11 @@ static void *reapThread(void *arg)
         reap.head = (reap.head + 1) % REAP_QUEUE;
         reap.n--;
         pthread_mutex_unlock(&reap.mutex);
-        forward(SYS_io_destroy, ctx, 0, 0, 0, 0, 0);
-        atomic_fetch_add_explicit(&nDestroyed, 1, memory_order_relaxed);
+        if (forward(SYS_io_destroy, ctx, 0, 0, 0, 0, 0) == 0) {
+            atomic_fetch_add_explicit(&nDestroyed, 1, memory_order_relaxed);
+        } else {
+            atomic_fetch_add_explicit(&nFailed, 1, memory_order_relaxed);
+        }
         pthread_mutex_lock(&reap.mutex);
     }
     return NULL;
@@ -172,4 +184,5 @@ void aioReapStats(struct aio_reap_stats *out)
 {
     out->deferred = atomic_load_explicit(&nDeferred, memory_order_relaxed);
     out->destroyed = atomic_load_explicit(&nDestroyed, memory_order_relaxed);
+    out->failed = atomic_load_explicit(&nFailed, memory_order_relaxed);
 }

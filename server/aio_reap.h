@@ -21,11 +21,13 @@ void aioReapStop(void);
  * it), i.e. whether aioReapStart can take effect. */
 bool aioReapBound(void);
 
-/* Contexts handed to the background thread, and destroyed by it. */
+/* Contexts handed to the background thread, destroyed by it, and the
+ * io_destroy calls of it that failed (an error nobody else sees). */
 struct aio_reap_stats
 {
     uint64_t deferred;
     uint64_t destroyed;
+    uint64_t failed;
 };
 void aioReapStats(struct aio_reap_stats *out);
 

@@ -523,8 +523,15 @@ int adapterStart(struct adapter **out,
         goto err_after_raft;
     }
     /* Closed segments' AIO contexts are destroyed off the loop from now
-     * until adapterClose (aio_reap.c). */
-    if (!aioReapBound()) {
+     * until adapterClose (aio_reap.c), with the libraft whose close paths
+     * that was checked against (0.22.1 does not export
+     * raft_version_number(): its header, which comes with the library's
+     * package, says which one this is). */
+    if (RAFT_VERSION_NUMBER != 2201) {
+        tnInfof("\"log writers are destroyed on the loop: deferral is for "
+                "libraft 0.22.1\" libraft=%d",
+                RAFT_VERSION_NUMBER);
+    } else if (!aioReapBound()) {
         tnWarnf("\"log writers are destroyed on the loop: libraft's "
                 "syscall is not the daemon's\"");
     } else if ((rv = aioReapStart()) != 0) {

@@ -68,6 +68,8 @@ static bool isNewSegment(int fd)
 
 static int fillZeros(int fd, off_t offset, off_t end)
 {
+    bool pace = true;
+
     while (offset < end) {
         size_t n = (size_t)(end - offset);
         ssize_t w;
@@ -85,13 +87,23 @@ static int fillZeros(int fd, off_t offset, off_t end)
             return EIO;
         }
         /* Written back before the next chunk: at most one chunk queued
-         * ahead of the log's appends. Only pacing: the fdatasync below
-         * makes the zeros durable and reports any write error. */
-        while (sync_file_range(fd, offset, w,
-                               SYNC_FILE_RANGE_WAIT_BEFORE |
-                                   SYNC_FILE_RANGE_WRITE |
-                                   SYNC_FILE_RANGE_WAIT_AFTER) != 0 &&
-               errno == EINTR) {
+         * ahead of the log's appends. A write-back error is reported to
+         * this call, once (the fdatasync below would then succeed), so it
+         * is returned; where the call is not supported, the chunks just
+         * go unpaced. */
+        while (pace && sync_file_range(fd, offset, w,
+                                       SYNC_FILE_RANGE_WAIT_BEFORE |
+                                           SYNC_FILE_RANGE_WRITE |
+                                           SYNC_FILE_RANGE_WAIT_AFTER) != 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            if (errno == ENOSYS || errno == EINVAL || errno == ESPIPE ||
+                errno == EOPNOTSUPP) {
+                pace = false;
+                break;
+            }
+            return errno;
         }
         offset += w;
     }

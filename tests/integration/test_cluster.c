@@ -321,11 +321,6 @@ static int segmentsWritten(const char *dir, char *why, size_t why_len)
     return checked == 0 && rv == 1 ? 0 : rv;
 }
 
-/* The daemon's log segments are written blocks, not fallocated
- * ("unwritten") ones that every synced append would have to convert
- * (server/segment_fill.c): this fails if libraft's posix_fallocate does
- * not bind to the daemon's. A segment libraft is still preparing in the
- * background can be caught half-filled: looked at again for up to 5 s. */
 /* Whether the file at @path contains @needle. */
 static bool fileContains(const char *path, const char *needle)
 {
@@ -341,8 +336,14 @@ static bool fileContains(const char *path, const char *needle)
 
 /* The daemon's posix_fallocate and syscall are the ones libraft calls
  * (zero-filled segments, closed segments' AIO contexts destroyed off the
- * loop): the daemon says so at start when they are not. Then the open
- * segments are written blocks, not unwritten extents. */
+ * loop; also said when built against a libraft other than 0.22.1, whose
+ * close paths the deferral was checked against): the daemon says so at
+ * start when they are not. Then the log
+ * segments are written blocks, not fallocated ("unwritten") ones that
+ * every synced append would have to convert (server/segment_fill.c): this
+ * fails if libraft's posix_fallocate does not bind to the daemon's. A
+ * segment libraft is still preparing in the background can be caught
+ * half-filled: looked at again for up to 5 s. */
 static void test_log_segments_zero_filled(void **state)
 {
     struct fixture *f = *state;
