@@ -47,7 +47,9 @@ cmake --build "$BUILD" -j "$(nproc 2>/dev/null || echo 2)"
 
 if [ -n "$SANITIZE" ]; then
     # Fail on the first report, with a stack, in every test and daemon.
-    export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
+    # handle_abort: a fail-stop abort() (the FSM's, say, which prints
+    # nothing) leaves its stack in the daemon's log too.
+    export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:handle_abort=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
     export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 fi
