@@ -2578,11 +2578,17 @@ static void dispatchHandleCloseCb(uv_handle_t *h)
     if (--d->open_handles > 0) {
         return;
     }
-    leasesClose(&d->leases);
-    free(d->changed);
+    /* Not freed here: an HTTP or RPC connection still open may submit
+     * before its server is closed (dispatchFree). */
     if (d->close_cb != NULL) {
         d->close_cb(d->close_data);
     }
+}
+
+void dispatchFree(struct dispatch *d)
+{
+    leasesClose(&d->leases);
+    free(d->changed);
     free(d);
 }
 

@@ -42,8 +42,14 @@ void dispatchAdapterHooks(struct dispatch *d, struct adapter_hooks *hooks);
 void dispatchSetAdapter(struct dispatch *d, struct adapter *a);
 
 /* Stop accepting: pending requests fail with CANCELED (soon); handles are
- * closed; @cb fires when the dispatch is freed. */
+ * closed; @cb fires once they are. The front ends may still call in until
+ * they are closed themselves (dispatchSubmit then answers CANCELED), so
+ * the memory stays until dispatchFree. */
 void dispatchClose(struct dispatch *d, void (*cb)(void *data), void *data);
+
+/* Frees a dispatch whose close callback has fired, once nothing can call
+ * into it any more. */
+void dispatchFree(struct dispatch *d);
 
 /* Counters for logs and metrics. */
 struct dispatch_stats

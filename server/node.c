@@ -285,6 +285,10 @@ static void nodeFinish(struct node *n)
 {
     void (*cb)(void *) = n->stop_cb;
     void *data = n->stop_data;
+    /* Only now: the RPC and HTTP servers, closed after the dispatch, may
+     * have submitted to it until they were closed. */
+    dispatchFree(n->dispatch);
+    n->dispatch = NULL;
     fsmClose(&n->fsm);
     free(n);
     if (cb != NULL) {
