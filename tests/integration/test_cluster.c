@@ -321,19 +321,6 @@ static int segmentsWritten(const char *dir, char *why, size_t why_len)
     return checked == 0 && rv == 1 ? 0 : rv;
 }
 
-/* Whether the file at @path contains @needle. */
-static bool fileContains(const char *path, const char *needle)
-{
-    char buf[1 << 16];
-    size_t n;
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    n = fread(buf, 1, sizeof buf - 1, fp);
-    fclose(fp);
-    buf[n] = '\0';
-    return strstr(buf, needle) != NULL;
-}
-
 /* The daemon's posix_fallocate and syscall are the ones libraft calls
  * (zero-filled segments, closed segments' AIO contexts destroyed off the
  * loop; also said when built against a libraft other than 0.22.1, whose
@@ -363,9 +350,9 @@ static void test_log_segments_zero_filled(void **state)
     tn_lock_free(l);
     for (int i = 0; i < 3; i++) {
         const char *log = f->cluster.nodes[i].log_path;
-        assert_true(fileContains(log, "node started"));
-        assert_false(fileContains(log, "log segments are not zero-filled"));
-        assert_false(fileContains(log, "log writers are destroyed on the loop"));
+        assert_true(clusterFileContains(log, "node started"));
+        assert_false(clusterFileContains(log, "log segments are not zero-filled"));
+        assert_false(clusterFileContains(log, "log writers are destroyed on the loop"));
     }
     dir = f->cluster.nodes[0].data_dir;
     end = nowMs() + 5000;

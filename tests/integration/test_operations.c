@@ -164,50 +164,9 @@ static void writeFile(const char *path, const char *text)
     }
 }
 
-/* The whole file as a string (malloc'd), or NULL. */
-static char *readFile(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    char *buf = NULL;
-    size_t len = 0;
-    if (f == NULL) {
-        return NULL;
-    }
-    for (;;) {
-        char chunk[8192];
-        size_t n = fread(chunk, 1, sizeof chunk, f);
-        char *grown;
-        if (n == 0) {
-            break;
-        }
-        grown = realloc(buf, len + n + 1);
-        if (grown == NULL) {
-            break;
-        }
-        buf = grown;
-        memcpy(buf + len, chunk, n);
-        len += n;
-    }
-    fclose(f);
-    if (buf == NULL) {
-        buf = calloc(1, 1);
-    } else {
-        buf[len] = '\0';
-    }
-    return buf;
-}
-
-static bool fileContains(const char *path, const char *needle)
-{
-    char *text = readFile(path);
-    bool found = text != NULL && strstr(text, needle) != NULL;
-    free(text);
-    return found;
-}
-
 static void dumpTail(const char *title, const char *path, int lines)
 {
-    char *text = readFile(path);
+    char *text = clusterReadFile(path);
     size_t len;
     size_t from;
     int seen = 0;
@@ -1512,7 +1471,7 @@ static void test_config_errors(void **state)
                 status);
         }
         /* The log goes to --log-file, with the flag's id. */
-        if (!fileContains(log, "node=1 ")) {
+        if (!clusterFileContains(log, "node=1 ")) {
             dumpTail("its --log-file", log, 20);
             fail_msg("%s has no line of node=1", log);
         }
@@ -1522,7 +1481,7 @@ static void test_config_errors(void **state)
         }
         kill(pid, SIGHUP);
         deadline = nowMs() + 10000;
-        while (!fileContains(log, "log file reopened")) {
+        while (!clusterFileContains(log, "log file reopened")) {
             if (nowMs() >= deadline) {
                 kill(pid, SIGKILL);
                 reap(pid, 5000, &ws);
@@ -1545,7 +1504,7 @@ static void test_config_errors(void **state)
             describeStatus(what, sizeof what, ws);
             fail_msg("tenured after SIGTERM: %s, expected exit status 0", what);
         }
-        assert_true(fileContains(log, "msg=\"stopped\""));
+        assert_true(clusterFileContains(log, "msg=\"stopped\""));
     }
     clusterPassed(&f->cluster);
 }
@@ -2054,11 +2013,11 @@ static void test_sigterm_leader_under_load(void **state)
             "sigterm: node %d exited 0 after %" PRId64
             " ms; node %d leads after %" PRId64 " ms\n",
             clusterNodeId(leader), stop_ms, clusterNodeId(next), elected_ms);
-    if (!fileContains(c->nodes[leader].log_path, "handing leadership over")) {
+    if (!clusterFileContains(c->nodes[leader].log_path, "handing leadership over")) {
         fail_msg("node %d's log does not say it handed leadership over",
                  clusterNodeId(leader));
     }
-    assert_true(fileContains(c->nodes[leader].log_path, "msg=\"stopped\""));
+    assert_true(clusterFileContains(c->nodes[leader].log_path, "msg=\"stopped\""));
     loadProgress(f, 30, 20000, "after the leader stopped");
 
     /* It comes back as a follower; everybody still serves. */
@@ -2229,7 +2188,7 @@ static void test_snapshot_save_restore(void **state)
     /* B is no longer empty: a second restore is refused, nothing changes. */
     f->admin = openClient(clusterRpcEndpoints(b));
     {
-        char *bytes = readFile(file);
+        char *bytes = clusterReadFile(file);
         struct stat st;
         assert_int_equal(stat(file, &st), 0);
         assert_non_null(bytes);
@@ -2488,7 +2447,7 @@ static void test_disk_guard_follower_alarm(void **state)
         int now_leader;
         was_leader = was_leader || stateIsLeader(clusterHttpPort(c, low));
         now_leader = agreedLeader(c);
-        if (fileContains(c->nodes[low].log_path,
+        if (clusterFileContains(c->nodes[low].log_path,
                          "disk space low: handing leadership over") &&
             now_leader >= 0 && now_leader != low) {
             break;

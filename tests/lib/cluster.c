@@ -870,3 +870,43 @@ void clusterDestroy(struct tn_cluster *c)
     c->n = 0;
     c->root[0] = '\0';
 }
+
+char *clusterReadFile(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char *buf = NULL;
+    size_t len = 0;
+    if (f == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        char chunk[8192];
+        size_t n = fread(chunk, 1, sizeof chunk, f);
+        char *grown;
+        if (n == 0) {
+            break;
+        }
+        grown = realloc(buf, len + n + 1);
+        if (grown == NULL) {
+            break;
+        }
+        buf = grown;
+        memcpy(buf + len, chunk, n);
+        len += n;
+    }
+    fclose(f);
+    if (buf == NULL) {
+        buf = calloc(1, 1);
+    } else {
+        buf[len] = '\0';
+    }
+    return buf;
+}
+
+bool clusterFileContains(const char *path, const char *needle)
+{
+    char *text = clusterReadFile(path);
+    bool found = text != NULL && strstr(text, needle) != NULL;
+    free(text);
+    return found;
+}

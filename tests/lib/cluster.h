@@ -125,4 +125,10 @@ void clusterDumpLogs(const struct tn_cluster *c, int lines);
  * struct, after a failed clusterStart(), and twice. */
 void clusterDestroy(struct tn_cluster *c);
 
+/* The whole file as a string (malloc'd), or NULL if it cannot be read. */
+char *clusterReadFile(const char *path);
+
+/* Whether the file (a node's log, say) can be read and contains @needle. */
+bool clusterFileContains(const char *path, const char *needle);
+
 #endif /* TN_TEST_CLUSTER_H_ */
